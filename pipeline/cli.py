@@ -1,0 +1,64 @@
+"""`python -m pipeline <command>`: one entry point for every stage and tool.
+
+Each command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`.
+Only the chosen command's module is imported, so `--help` is instant and no stage pays
+for another's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pipeline.errors import SeqrecError
+
+# name -> (module, one-line help). Order is the pipeline's order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "params": ("pipeline.params_cli", "print the resolved params, or their JSON schema"),
+    "ingest": ("pipeline.ingest", "read the configured source into canonical events"),
+    "validate": ("pipeline.validate", "Great Expectations checks, quarantine and batch gates"),
+    "build-sequences": ("pipeline.sequences", "per-user sequences, vocabulary and splits"),
+    "pretrain": ("pipeline.pretrain", "self-supervised next-event pretraining"),
+    "finetune": ("pipeline.finetune", "fine-tune on cart/purchase targets (Lightning)"),
+    "evaluate": ("pipeline.evaluate", "full-ranking metrics, baselines, slices and report"),
+    "package": ("pipeline.package", "write the MLflow pyfunc model"),
+    "registry": ("pipeline.registry", "register, approve, promote, roll back models in MLflow"),
+    "score": ("pipeline.score", "batch-score users with a packaged or registered model"),
+    "data": ("pipeline.datasets", "download public datasets (needs internet)"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="seqrec pipeline stages and tools.",
+    )
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(sub_parser)
+    return parser
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if arg in COMMANDS), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_chosen_command(argv)).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except SeqrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,247 @@
+"""Typed loader for `params.yaml`: the one source of truth for every knob.
+
+Every section is a frozen pydantic model with `extra="forbid"`, so a typo in
+`params.yaml` is an error naming the key instead of a silently ignored setting.
+Paths of stage outputs are *not* params: `dvc.yaml` passes them as arguments.
+
+    python -m pipeline params            # print the resolved params as JSON
+    python -m pipeline params --schema   # print the JSON schema
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import SeqrecError
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+CANONICAL_COLUMNS = ("user_id", "item_id", "event_type", "timestamp", "session_id")
+
+
+class ParamsError(SeqrecError):
+    """`params.yaml` is missing, unreadable or does not match the schema."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataParams(Section):
+    source: Literal[
+        "synthetic",
+        "csv",
+        "parquet",
+        "sasrec",
+        "taobao",
+        "retailrocket",
+        "amazon_reviews",
+        "diginetica",
+        "yoochoose",
+    ] = "synthetic"
+    path: str = "data/raw"
+    timestamps_path: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    timestamp_unit: Literal["s", "ms", "us", "ns"] | None = None
+    timestamp_format: str | None = None
+    event_types: list[str] = Field(default_factory=lambda: ["view", "cart", "purchase"])
+    event_type_map: dict[str, str] = Field(default_factory=dict)
+    default_event_type: str = "purchase"
+    csv_delimiter: str | None = None
+    max_field_chars: int = Field(default=512, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataParams:
+        bad = sorted(set(self.columns.values()) - set(CANONICAL_COLUMNS))
+        if bad:
+            raise ValueError(
+                f"data.columns maps to unknown canonical columns {bad}; "
+                f"allowed: {list(CANONICAL_COLUMNS)}"
+            )
+        unknown = sorted(set(self.event_type_map.values()) - set(self.event_types))
+        if unknown:
+            raise ValueError(f"data.event_type_map targets {unknown} not in data.event_types")
+        if self.default_event_type not in self.event_types:
+            raise ValueError("data.default_event_type must be one of data.event_types")
+        return self
+
+
+class SyntheticParams(Section):
+    seed: int = 7
+    n_users: int = Field(default=4000, gt=0)
+    n_items: int = Field(default=2000, gt=0)
+    n_categories: int = Field(default=24, gt=0)
+    n_brands: int = Field(default=60, gt=0)
+    days: int = Field(default=60, gt=0)
+    end_date: str = "2026-11-01"
+    sessions_per_user_mean: float = Field(default=6.0, gt=0)
+    views_per_session_mean: float = Field(default=6.0, gt=0)
+    zipf_exponent: float = Field(default=1.1, gt=0)
+    cart_rate: float = Field(default=0.08, ge=0, le=1)
+    purchase_rate: float = Field(default=0.4, ge=0, le=1)
+    complement_prob: float = Field(default=0.5, ge=0, le=1)
+    repeat_prob: float = Field(default=0.3, ge=0, le=1)
+    interest_drift: float = Field(default=0.1, ge=0, le=1)
+
+
+class ValidateParams(Section):
+    min_timestamp: str = "2000-01-01"
+    future_tolerance_hours: float = Field(default=24.0, ge=0)
+    max_id_length: int = Field(default=128, gt=0)
+    min_rows: int = Field(default=1, ge=0)
+    max_rows: int = Field(default=500_000_000, gt=0)
+    max_volume_change: float = Field(default=5.0, gt=1)
+    max_quarantine_share: float = Field(default=0.05, ge=0, le=1)
+    max_staleness_days: float | None = None
+    purchase_rate_band: tuple[float, float] | None = None
+    min_users: int = Field(default=1, ge=0)
+    min_items: int = Field(default=1, ge=0)
+    gx_sample_rows: int = Field(default=200_000, gt=0)
+
+
+class SequencesParams(Section):
+    session_gap_minutes: float = Field(default=30.0, gt=0)
+    dedup_consecutive_views: bool = True
+    min_user_events: int = Field(default=3, ge=1)
+    min_item_events: int = Field(default=2, ge=1)
+    max_len: int = Field(default=50, gt=1)
+    split: Literal["leave_one_out", "temporal"] = "leave_one_out"
+    val_days: float = Field(default=7.0, gt=0)
+    test_days: float = Field(default=7.0, gt=0)
+    target_event_types: list[str] = Field(default_factory=lambda: ["cart", "purchase"])
+    previous_vocab: str | None = None
+    max_oov_share: float = Field(default=0.5, ge=0, le=1)
+
+
+class ModelParams(Section):
+    hidden_dim: int = Field(default=64, gt=0)
+    n_layers: int = Field(default=2, gt=0)
+    n_heads: int = Field(default=2, gt=0)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    time_gap_buckets: int = Field(default=0, ge=0)
+    loss: Literal["full_ce", "sampled_softmax"] = "full_ce"
+    n_negatives: int = Field(default=256, gt=0)
+
+
+class PretrainParams(Section):
+    epochs: int = Field(default=3, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_steps: int = Field(default=50, ge=0)
+
+
+class FinetuneParams(Section):
+    epochs: int = Field(default=5, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_steps: int = Field(default=50, ge=0)
+    freeze: Literal["none", "embeddings", "all_but_top_k"] = "none"
+    unfreeze_top_k: int = Field(default=1, ge=0)
+    purchase_loss_weight: float = Field(default=0.5, ge=0)
+    patience: int = Field(default=3, gt=0)
+
+
+class TrainerParams(Section):
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(default=1, gt=0)
+    strategy: str = "auto"
+    precision: str = "auto"
+    gradient_clip_val: float = Field(default=1.0, ge=0)
+    seed: int = 42
+    deterministic: bool = True
+    num_workers: int = Field(default=0, ge=0)
+    limit_train_batches: float | int = 1.0
+
+
+class EvaluateParams(Section):
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    exclude_history: bool = False
+    recent_days: float = Field(default=7.0, gt=0)
+    batch_size: int = Field(default=1024, gt=0)
+    head_item_share: float = Field(default=0.2, gt=0, lt=1)
+    short_history_max: int = Field(default=5, gt=0)
+
+
+class RegistryParams(Section):
+    model_name: str = "seqrec"
+    experiment: str = "seqrec"
+
+
+class GateParams(Section):
+    primary_metric: str = "ndcg@10"
+    min_improvement: float = 0.0
+    guard_tolerances: dict[str, float] = Field(default_factory=lambda: {"hr@10": 0.01})
+    baseline_margin: float = 0.0
+    require_approval: bool = True
+    approval_via: Literal["mlflow", "airflow"] = "mlflow"
+    approval_timeout_hours: float = Field(default=72.0, gt=0)
+    approval_poke_interval_s: float = Field(default=60.0, gt=0)
+
+
+class AirflowParams(Section):
+    schedule: str | None = "@weekly"
+    landing_dir: str = "data/landing"
+    workspace_root: str = "workspaces"
+    pipeline_command: str = "dvc repro"
+    retries: int = Field(default=2, ge=0)
+    retry_delay_minutes: float = Field(default=5.0, gt=0)
+    pipeline_timeout_minutes: float = Field(default=240.0, gt=0)
+
+
+class Params(Section):
+    data: DataParams = Field(default_factory=DataParams)
+    synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    sequences: SequencesParams = Field(default_factory=SequencesParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    pretrain: PretrainParams = Field(default_factory=PretrainParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
+    trainer: TrainerParams = Field(default_factory=TrainerParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    airflow: AirflowParams = Field(default_factory=AirflowParams)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "<root>"
+        key = key.replace("validate_", "validate")
+        lines.append(f"{source}: {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict | None, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; errors name the offending key."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(exc, source)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
+    """Read and validate `params.yaml` (or another file with the same schema)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    return parse_params(raw, str(path))
+
+
+def params_schema() -> dict:
+    """JSON schema of `params.yaml`."""
+    return Params.model_json_schema(by_alias=True)
