@@ -194,13 +194,14 @@ class _Shop:
         )
 
     def _checkout(self, users, sessions, clock_ms, position, item, deferred, cart_ms):
-        """Carts made after comparing, then purchases of the bought carts, in cart order."""
+        """Carts made after comparing, then purchases of the bought carts, in cart order.
+
+        `clock_ms` is when each session's next event may happen (last event + a dwell).
+        """
         p, rng = self.params, self.rng
         later = np.flatnonzero(deferred)
         later = later[np.argsort(position[later], kind="stable")]  # view order per session
-        cart_ms[later] = clock_ms[position[later]] + _group_cumsum(
-            position[later], _dwell_ms(rng, later.shape[0], VIEW_DWELL_S)
-        )
+        cart_ms[later] = _queue(clock_ms, position[later], rng, VIEW_DWELL_S)
         self.log.add(sessions[position], item, CART, cart_ms)
 
         in_order = np.lexsort((cart_ms, position))
@@ -210,17 +211,23 @@ class _Shop:
         self.last_cart[users[position[last_of_session]]] = item[last_of_session]
 
         bought = np.flatnonzero(rng.random(item.shape[0]) < p.purchase_rate)
-        checkout_ms = clock_ms.copy()
-        np.maximum.at(checkout_ms, position, cart_ms)
-        purchase_ms = checkout_ms[position[bought]] + _group_cumsum(
-            position[bought], _dwell_ms(rng, bought.shape[0], CHECKOUT_DWELL_S)
-        )
+        purchase_ms = _queue(clock_ms, position[bought], rng, CHECKOUT_DWELL_S)
         self.log.add(sessions[position[bought]], item[bought], PURCHASE, purchase_ms)
-        end_ms = checkout_ms.copy()
-        np.maximum.at(end_ms, position[bought], purchase_ms)
-        self.last_end_ms[users] = end_ms
+        self.last_end_ms[users] = clock_ms
         consumable = bought[self.catalog.consumable[self.catalog.category[item[bought]]]]
         self.last_consumable[users[position[consumable]]] = item[consumable]  # last one wins
+
+
+def _queue(clock_ms, sessions, rng, dwell) -> np.ndarray:
+    """Times of end-of-session events, one after another per session (`sessions` sorted).
+
+    The first takes `clock_ms` (already a dwell after the last event), each next one a dwell
+    later; `clock_ms` moves on past the last one, in place.
+    """
+    dwell_ms = _dwell_ms(rng, sessions.shape[0], dwell)
+    after_ms = clock_ms[sessions] + _group_cumsum(sessions, dwell_ms)
+    np.maximum.at(clock_ms, sessions, after_ms)
+    return after_ms - dwell_ms
 
 
 def _events_frame(catalog, user_ids, session_ids, user_of_session, log_arrays, event_types):
