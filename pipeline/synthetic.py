@@ -46,6 +46,9 @@ VIEW_DWELL_S, CART_DWELL_S, CHECKOUT_DWELL_S = (40.0, 0.9), (15.0, 0.6), (60.0, 
 MIN_DWELL_S, MAX_DWELL_S = 2.0, 20 * 60.0
 # Gamma shapes of the per-user session count and per-session view count (heterogeneity).
 USER_ACTIVITY_SHAPE = 3.0
+# At most this many sessions per user and day: sessions at least an hour apart must fit in
+# the period, which otherwise has to start earlier for the busiest users.
+MAX_SESSIONS_PER_DAY = 8
 SESSION_LENGTH_SHAPE = 2.0
 
 
@@ -215,7 +218,9 @@ class _Shop:
         self.log.add(sessions[position[bought]], item[bought], PURCHASE, purchase_ms)
         self.last_end_ms[users] = clock_ms
         consumable = bought[self.catalog.consumable[self.catalog.category[item[bought]]]]
-        self.last_consumable[users[position[consumable]]] = item[consumable]  # last one wins
+        last = np.r_[position[consumable][1:] != position[consumable][:-1], True]
+        last_bought = consumable[last[: consumable.shape[0]]]  # the session's last consumable
+        self.last_consumable[users[position[last_bought]]] = item[last_bought]
 
 
 def _queue(clock_ms, sessions, rng, dwell) -> np.ndarray:
@@ -278,6 +283,7 @@ def generate_events(
     sessions_per_user = _counts(
         rng, params.sessions_per_user_mean, USER_ACTIVITY_SHAPE, params.n_users
     )
+    sessions_per_user = np.minimum(sessions_per_user, MAX_SESSIONS_PER_DAY * params.days)
     user_of_session = np.repeat(np.arange(params.n_users), sessions_per_user)
     first_session = np.r_[0, np.cumsum(sessions_per_user)[:-1]]
     planned_ms = _planned_starts(params, rng, user_of_session, window_start_ms)

@@ -146,6 +146,22 @@ def test_consumables_are_bought_again(shop):
     assert again[consumable].mean() > 3 * again[~consumable].mean()
 
 
+def test_a_cart_is_followed_by_its_complement():
+    def successors_per_carted_item(complement_prob: float) -> float:
+        events, _ = generate_events(tiny(complement_prob=complement_prob), EVENT_TYPES)
+        following = events.shift(-1)
+        after_cart = (
+            (events["event_type"] == "cart")
+            & (following["event_type"] == "view")
+            & (following["session_id"] == events["session_id"])
+        )
+        pairs = pd.DataFrame({"cart": events["item_id"], "next": following["item_id"]})
+        return pairs[after_cart].groupby("cart")["next"].nunique().mean()
+
+    assert successors_per_carted_item(1.0) == 1.0  # always the one complement item
+    assert successors_per_carted_item(0.0) > 1.2
+
+
 def test_interest_drift_moves_users_between_categories():
     def changed_share(drift: float) -> float:
         events, _ = generate_events(tiny(interest_drift=drift, category_focus=1.0), EVENT_TYPES)
@@ -171,3 +187,29 @@ def test_similar_browsing_is_structure_popularity_misses():
         return transition_hr - popularity_hr
 
     assert transition_lift(0.5) > transition_lift(0.0) + 0.08
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"n_users": 1, "n_items": 1, "n_categories": 1, "n_brands": 1, "days": 1},
+        {"cart_rate": 0.0},
+        {"cart_rate": 1.0, "purchase_rate": 1.0, "complement_prob": 1.0, "repeat_prob": 1.0},
+        {"sessions_per_user_mean": 1.0, "views_per_session_mean": 1.0},
+        {"n_items": 30, "n_categories": 30, "n_similar": 50},
+        {"days": 1, "sessions_per_user_mean": 30.0},
+    ],
+)
+def test_extreme_params_keep_the_invariants(overrides):
+    events, catalog = generate_events(tiny(**{"n_users": 50, **overrides}), EVENT_TYPES)
+    end = pd.Timestamp("2026-11-02", tz="UTC")
+    days = overrides.get("days", TINY["days"])
+    assert events["timestamp"].between(end - pd.Timedelta(days=days), end, inclusive="left").all()
+    gap = events["timestamp"].diff()
+    same_session = events["session_id"].eq(events["session_id"].shift())
+    same_user = events["user_id"].eq(events["user_id"].shift())
+    assert (gap[same_session] < SESSION_GAP).all()
+    assert (gap[same_user & ~same_session] > SESSION_GAP).all()
+    assert events["item_id"].isin(catalog["item_id"]).all()
+    if overrides.get("cart_rate") == 0.0:
+        assert set(events["event_type"]) == {"view"}
