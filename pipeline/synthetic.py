@@ -1,23 +1,13 @@
 """The built-in synthetic shop (`data.source: synthetic`): shoppers browsing, carting, buying.
 
-`generate_events(params, event_types)` returns the canonical events table (see
-docs/interfaces.md) plus `price` and `category`, and the item catalogue. docs/synthetic.md
-describes what is simulated and why; in short:
+`generate_events(params, event_types)` returns the canonical events table (docs/interfaces.md)
+plus `price` and `category`, and the item catalogue. docs/synthetic.md says what is simulated:
+drifting category interests, evening-heavy sessions, similar-item browsing, complements after
+a cart, repeat purchases of consumables, and a view -> cart -> purchase funnel.
 
-- users have a favourite category that drifts (`interest_drift` per session) and browse it
-  in `category_focus` of their sessions;
-- sessions start at evening-heavy hours, at least an hour apart; events within a session are
-  seconds to minutes apart;
-- a session's first view is a repeat of the last consumable bought (`repeat_prob`), the
-  complement of the last item carted in the previous session (`complement_prob`), or a
-  popular item of the session's category; each later view is the complement of an item just
-  carted, a similar item of the last view (`similar_prob`), or a popular item again;
-- views are carted at `cart_rate`, right away or (`cart_later_share`) at the end of the
-  session after comparing; carts are bought at `purchase_rate` at checkout.
-
-The simulation is vectorised over users: one loop over session ranks (every user's k-th
-session at once) and, inside it, one over steps within those sessions; each iteration works
-on whole arrays. Same `params.seed`, same tables, bit for bit.
+Vectorised over users: one loop over session ranks (every user's k-th session at once) and,
+inside it, one over steps within those sessions; each iteration works on whole arrays.
+Same `params.seed`, same tables, bit for bit.
 """
 
 from __future__ import annotations
@@ -46,10 +36,10 @@ VIEW_DWELL_S, CART_DWELL_S, CHECKOUT_DWELL_S = (40.0, 0.9), (15.0, 0.6), (60.0, 
 MIN_DWELL_S, MAX_DWELL_S = 2.0, 20 * 60.0
 # Gamma shapes of the per-user session count and per-session view count (heterogeneity).
 USER_ACTIVITY_SHAPE = 3.0
+SESSION_LENGTH_SHAPE = 2.0
 # At most this many sessions per user and day: sessions at least an hour apart must fit in
 # the period, which otherwise has to start earlier for the busiest users.
 MAX_SESSIONS_PER_DAY = 8
-SESSION_LENGTH_SHAPE = 2.0
 
 
 @dataclass
@@ -113,14 +103,14 @@ def _planned_starts(params, rng, user_of_session, window_start_ms) -> np.ndarray
     """Session start times with a daily rhythm, sorted within each user (ms)."""
     n = user_of_session.shape[0]
     day = rng.integers(0, params.days, n)
-    hour = rng.choice(24, size=n, p=HOURLY_ACTIVITY / HOURLY_ACTIVITY.sum())
+    hour = rng.choice(HOURLY_ACTIVITY.shape[0], size=n, p=HOURLY_ACTIVITY / HOURLY_ACTIVITY.sum())
     seconds = day * S_PER_DAY + hour * S_PER_HOUR + rng.random(n) * S_PER_HOUR
     starts_ms = window_start_ms + (seconds * MS_PER_S).astype(np.int64)
     return starts_ms[np.lexsort((starts_ms, user_of_session))]
 
 
 class _Shop:
-    """Simulation state: per-user memory (indexed by activity rank) and the event log."""
+    """Simulation state: per-user memory (indexed by user index) and the event log."""
 
     def __init__(self, params: SyntheticParams, catalog: Catalog, rng: np.random.Generator):
         self.params, self.catalog, self.rng = params, catalog, rng
@@ -128,6 +118,7 @@ class _Shop:
         self.favourite = catalog.draw_categories(rng, n)
         self.last_cart = np.full(n, -1, dtype=np.int64)  # last item carted in the last session
         self.last_consumable = np.full(n, -1, dtype=np.int64)  # last consumable bought
+        # When the user's last session ended (its last event + a dwell).
         self.last_end_ms = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
         self.log = _EventLog()
 
