@@ -35,7 +35,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="seqrec pipeline stages and tools.",
     )
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
