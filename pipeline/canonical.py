@@ -216,7 +216,8 @@ def typed_extra(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def map_event_types(column: pa.ChunkedArray, mapping: dict[str, str]) -> np.ndarray:
     """Raw event names through `mapping` (unknown names kept for validate to judge)."""
     codes, uniques = pd.factorize(pd.Series(pc.cast(column, pa.string()).to_pandas()))
-    mapped = np.array([mapping.get(value, value) for value in uniques] + [None], dtype=object)
+    mapped = [mapping.get(value, value) or None for value in uniques]  # empty text: null
+    mapped = np.array([*mapped, None], dtype=object)
     return mapped[codes]  # code -1 (null) picks the trailing None
 
 
