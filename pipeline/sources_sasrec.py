@@ -48,7 +48,7 @@ def _split_lines(path: Path) -> _Sequences:
         if not raw.strip():
             continue
         try:
-            kept.append((index, raw.decode("utf-8")))
+            kept.append((index, raw.decode("utf-8").strip()))
         except UnicodeDecodeError as exc:
             text = raw.decode("utf-8", errors="backslashreplace")
             rejected.append((index, text, f"byte 0x{raw[exc.start]:02x} is not UTF-8"))
@@ -83,7 +83,7 @@ def _aligned_times(items: _Sequences, path: Path, data: DataParams) -> tuple[pa.
 
 def read_sasrec(path: Path, data: DataParams) -> FileRows:
     """A SASRec-style `uid i1 i2 ...` file as canonical events."""
-    if data.timestamps_path is not None and not path.is_file():
+    if data.timestamps_path is not None and not Path(data.path).is_file():
         raise InputError(
             f"{path}: data.timestamps_path needs data.path to be one file (rule bad_path)"
         )
