@@ -78,7 +78,13 @@ QUARANTINE_CASES = [
         {1: "spreadsheet_formula", 2: "spreadsheet_formula", 3: "spreadsheet_formula"},
         "=HYPERLINK",
     ),
-    ("bad_timestamp.csv", {}, 5, {1: "timestamp_unparseable", 2: "timestamp_unparseable"}, "yesterday"),
+    (
+        "bad_timestamp.csv",
+        {},
+        5,
+        {1: "timestamp_unparseable", 2: "timestamp_unparseable"},
+        "yesterday",
+    ),
     ("bad_epoch.csv", {"timestamp_unit": "s"}, 3, {1: "timestamp_unparseable"}, "17092x87200"),
     ("cut_last_line.csv", {}, 4, {3: "wrong_field_count"}, "u9,i9,vi"),
     ("blank_lines.csv", {}, 3, {}, None),
@@ -123,8 +129,10 @@ def test_formula_rule_spares_negative_and_signed_numbers():
 def test_fractional_epochs_are_exact_to_the_millisecond():
     result = run_ingest(CORPUS / "bad_epoch.csv", timestamp_unit="s")
     stamps = result.events["timestamp"].tolist()
-    assert stamps == [pd.Timestamp(1709287200, unit="s", tz="UTC"),
-                      pd.Timestamp(1709287260500, unit="ms", tz="UTC")]
+    assert stamps == [
+        pd.Timestamp(1709287200, unit="s", tz="UTC"),
+        pd.Timestamp(1709287260500, unit="ms", tz="UTC"),
+    ]
 
 
 def test_max_field_chars_is_a_param():
@@ -138,7 +146,12 @@ def _shop_events() -> pd.DataFrame:
             "item_id": ["10", "11", "10", "12"],
             "event_type": ["view", "cart", "view", "purchase"],
             "timestamp": pd.to_datetime(
-                ["2024-03-01 10:00:00", "2024-03-01 10:00:30.250", "2024-03-02 08:00", "2024-03-02 09:15"],
+                [
+                    "2024-03-01 10:00:00",
+                    "2024-03-01 10:00:30.250",
+                    "2024-03-02 08:00",
+                    "2024-03-02 09:15",
+                ],
                 format="ISO8601",
                 utc=True,
             ),
@@ -165,8 +178,13 @@ def test_csv_with_other_names_and_parquet_give_the_same_canonical_table(tmp_path
     from_parquet = run_ingest(tmp_path / "shop.parquet", source="parquet")
     from_csv = run_ingest(
         tmp_path / "shop.csv",
-        columns={"visitor": "user_id", "sku": "item_id", "action": "event_type",
-                 "epoch_ms": "timestamp", "visit": "session_id"},
+        columns={
+            "visitor": "user_id",
+            "sku": "item_id",
+            "action": "event_type",
+            "epoch_ms": "timestamp",
+            "visit": "session_id",
+        },
         timestamp_unit="ms",
         event_type_map={"pv": "view", "basket": "cart", "buy": "purchase"},
     )
@@ -187,7 +205,9 @@ def test_a_folder_reads_every_file_sorted_and_names_each(tmp_path):
 
 def test_unknown_event_types_and_null_ids_are_kept_for_validate(tmp_path):
     path = tmp_path / "events.csv"
-    path.write_text("user_id,item_id,event_type,timestamp\n,i1,click,2024-03-01\nu2,i2,,2024-03-01\n")
+    path.write_text(
+        "user_id,item_id,event_type,timestamp\n,i1,click,2024-03-01\nu2,i2,,2024-03-01\n"
+    )
     result = run_ingest(path)
     assert len(result.events) == 2 and len(result.quarantine) == 0
     assert result.events["user_id"].isna().tolist() == [True, False]
@@ -213,7 +233,13 @@ def test_written_files_follow_the_contract(tmp_path):
     write_outputs(result, tmp_path)
     schema = pq.read_schema(tmp_path / "events.parquet")
     assert [str(schema.field(n).type) for n in (*CANONICAL, "source_file", "source_row")] == [
-        "string", "string", "string", "timestamp[ns, tz=UTC]", "string", "string", "int64",
+        "string",
+        "string",
+        "string",
+        "timestamp[ns, tz=UTC]",
+        "string",
+        "string",
+        "int64",
     ]
     quarantine = pq.read_table(tmp_path / "quarantine.parquet")
     assert quarantine.column_names == ["source_file", "source_row", "raw", "rule", "detail"]
@@ -229,7 +255,9 @@ def test_cli_writes_outputs_and_reports_bad_input_in_one_line(tmp_path):
     run_cli("ingest", "--out", "interim", cwd=tmp_path)
     summary = json.loads((tmp_path / "interim" / "summary.json").read_text())
     assert summary["by_rule"] == {"wrong_field_count": 1} and summary["rows_parsed"] == 3
-    (tmp_path / "params.yaml").write_text(f"data:\n  source: csv\n  path: {CORPUS / 'binary.csv'}\n")
+    (tmp_path / "params.yaml").write_text(
+        f"data:\n  source: csv\n  path: {CORPUS / 'binary.csv'}\n"
+    )
     proc = run_cli("ingest", "--out", "interim", cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -239,9 +267,7 @@ def test_cli_writes_outputs_and_reports_bad_input_in_one_line(tmp_path):
 
 def test_synthetic_source_writes_events_and_catalog(tmp_path):
     pytest.importorskip("pipeline.synthetic")
-    (tmp_path / "params.yaml").write_text(
-        "synthetic:\n  n_users: 30\n  n_items: 40\n  days: 5\n"
-    )
+    (tmp_path / "params.yaml").write_text("synthetic:\n  n_users: 30\n  n_items: 40\n  days: 5\n")
     run_cli("ingest", "--out", "interim", cwd=tmp_path)
     events = pd.read_parquet(tmp_path / "interim" / "events.parquet")
     summary = json.loads((tmp_path / "interim" / "summary.json").read_text())

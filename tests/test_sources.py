@@ -28,7 +28,10 @@ def test_sasrec_without_times_keeps_file_order_with_increasing_times():
     events = result.events
     assert events["source_row"].tolist() == list(range(11))
     assert events.groupby("user_id", sort=False)["item_id"].agg(list).to_dict() == {
-        "1": ["10", "11", "12"], "2": ["11", "13"], "3": ["12", "10", "14", "11"], "4": ["10", "11"],
+        "1": ["10", "11", "12"],
+        "2": ["11", "13"],
+        "3": ["12", "10", "14", "11"],
+        "4": ["10", "11"],
     }
     for _, times in events.groupby("user_id")["timestamp"]:
         assert times.is_monotonic_increasing and times.is_unique
@@ -75,7 +78,11 @@ def test_retailrocket_reads_only_events_files_in_ms():
 def test_amazon_reviews_json_lines_become_purchases_and_bad_json_is_quarantined():
     result = run("amazon_reviews", FIXTURES / "amazon_reviews.json")
     events = result.events
-    assert events[["user_id", "item_id"]].values.tolist() == [["A1", "B001"], ["A2", "B002"], ["A1", "B003"]]
+    assert events[["user_id", "item_id"]].values.tolist() == [
+        ["A1", "B001"],
+        ["A2", "B002"],
+        ["A1", "B003"],
+    ]
     assert set(events["event_type"]) == {"purchase"}
     assert events["rating"].tolist() == [5.0, 3.0, 4.0]
     assert "reviewText" not in events.columns
@@ -95,7 +102,9 @@ def test_diginetica_uses_session_as_user_and_adds_timeframe():
     assert events["session_id"].tolist() == ["1", "1", "2"]
     assert events["timestamp"].iloc[0] == pd.Timestamp("2016-05-09 00:08:46.309", tz="UTC")
     assert set(events["event_type"]) == {"view"}
-    assert result.quarantine[["source_row", "rule"]].values.tolist() == [[3, "timestamp_unparseable"]]
+    assert result.quarantine[["source_row", "rule"]].values.tolist() == [
+        [3, "timestamp_unparseable"]
+    ]
 
 
 @pytest.mark.parametrize("name", ["yoochoose.tsv", "yoochoose-clicks.dat"])
@@ -121,7 +130,9 @@ def test_shared_amazon_toys_counts(shared_data):
     result = run("sasrec", shared_data / "amazon" / "Toys_and_Games.txt")
     events = result.events
     assert (events["user_id"].nunique(), events["item_id"].nunique(), len(events)) == (
-        19_412, 11_924, 167_597,
+        19_412,
+        11_924,
+        167_597,
     )
     assert len(result.quarantine) == 0
     assert events["source_row"].is_monotonic_increasing
@@ -136,7 +147,9 @@ def test_shared_amazon_sports_with_times(shared_data):
     )
     events = result.events
     assert (events["user_id"].nunique(), events["item_id"].nunique(), len(events)) == (
-        35_598, 18_357, 296_337,
+        35_598,
+        18_357,
+        296_337,
     )
     assert events.groupby("user_id")["timestamp"].is_monotonic_increasing.all()
 
@@ -145,17 +158,25 @@ def test_shared_taobao_cut_line_is_quarantined(shared_data):
     result = run("taobao", shared_data / "taobao")
     events = result.events
     assert (events["user_id"].nunique(), events["item_id"].nunique(), len(events)) == (
-        815, 55_368, 84_475,
+        815,
+        55_368,
+        84_475,
     )
     assert result.quarantine["rule"].tolist() == ["wrong_field_count"]
     assert result.quarantine["raw"].iloc[0] == "100370,1968385,1875258,pv"
     assert events["event_type"].value_counts().to_dict() == {
-        "view": 75_872, "cart": 4_497 + 2_356, "purchase": 1_750,
+        "view": 75_872,
+        "cart": 4_497 + 2_356,
+        "purchase": 1_750,
     }
 
 
 def test_shared_diginetica_and_yoochoose(shared_data):
     digi = run("diginetica", shared_data / "diginetica").events
-    assert (digi["session_id"].nunique(), digi["item_id"].nunique(), len(digi)) == (2_986, 7_139, 12_391)
+    assert (digi["session_id"].nunique(), digi["item_id"].nunique(), len(digi)) == (
+        2_986,
+        7_139,
+        12_391,
+    )
     yoo = run("yoochoose", shared_data / "yoochoose")
     assert yoo.summary["rows_parsed"] == 70_278 + 13_568 and yoo.summary["rows_quarantined"] == 0
