@@ -82,8 +82,41 @@ def _preview(value: str) -> str:
     return value if len(value) <= PREVIEW_CHARS else value[:PREVIEW_CHARS] + "..."
 
 
-def field_checks(table: pa.Table, max_field_chars: int) -> tuple[np.ndarray, np.ndarray]:
+def _control_hits(column: pa.ChunkedArray) -> np.ndarray | None:
+    return _numpy(pc.match_substring_regex(column, CONTROL_RE))
+
+
+def _too_long_hits(column: pa.ChunkedArray, max_field_chars: int) -> np.ndarray | None:
+    longest_bytes = pc.max(pc.binary_length(column)).as_py() or 0
+    if longest_bytes <= max_field_chars:  # bytes >= chars: nothing can be too long
+        return None
+    return _numpy(pc.greater(pc.utf8_length(column), max_field_chars))
+
+
+def _formula_hits(column: pa.ChunkedArray) -> np.ndarray | None:
+    starts = np.flatnonzero(_numpy(pc.match_substring_regex(column, FORMULA_START_RE)))
+    if not len(starts):
+        return None
+    # Only the few values starting with = + - @ are tested for being plain numbers.
+    numbers = _numpy(pc.match_substring_regex(column.take(pa.array(starts)), NUMBER_RE))
+    hits = np.zeros(len(column), dtype=bool)
+    hits[starts[~numbers]] = True
+    return hits
+
+
+def _numpy(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+def field_checks(
+    table: pa.Table, max_field_chars: int, check_control: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-row first failing field rule and its detail (None where the row passes).
+
+    Args:
+        table: parsed rows; only `string` columns are checked.
+        max_field_chars: longer text fields fail `field_too_long`.
+        check_control: False when the caller knows the bytes hold no control characters.
 
     Returns:
         rules, details: (rows,) object arrays.
@@ -92,20 +125,17 @@ def field_checks(table: pa.Table, max_field_chars: int) -> tuple[np.ndarray, np.
     details = np.full(table.num_rows, None, dtype=object)
     string_columns = [name for name in table.column_names if pa.types.is_string(table[name].type)]
     checks: list[tuple[str, Callable]] = [
-        ("control_chars", lambda col: pc.match_substring_regex(col, CONTROL_RE)),
-        ("field_too_long", lambda col: pc.greater(pc.utf8_length(col), max_field_chars)),
-        (
-            "spreadsheet_formula",
-            lambda col: pc.and_(
-                pc.match_substring_regex(col, FORMULA_START_RE),
-                pc.invert(pc.match_substring_regex(col, NUMBER_RE)),
-            ),
-        ),
+        ("field_too_long", lambda col: _too_long_hits(col, max_field_chars)),
+        ("spreadsheet_formula", _formula_hits),
     ]
+    if check_control:
+        checks.insert(0, ("control_chars", _control_hits))
     for rule, check in checks:
         for name in string_columns:
             column = table[name]
-            hit = pc.fill_null(check(column), False).to_numpy(zero_copy_only=False)
+            hit = check(column)
+            if hit is None:
+                continue
             new = np.flatnonzero(hit & (rules == None))  # noqa: E711 (element-wise)
             if not len(new):
                 continue
@@ -266,6 +296,7 @@ def to_canonical(
     raw_of: Callable[[np.ndarray], list[str]],
     rows_in: int,
     quarantine: list[dict] | None = None,
+    check_control: bool = True,
 ) -> FileRows:
     """Canonical events of one parsed file; rows failing a rule join `quarantine`.
 
@@ -275,10 +306,11 @@ def to_canonical(
         raw_of: original text of the given source rows, for quarantine records.
         rows_in: data rows in the file, including those the reader already quarantined.
         quarantine: records the reader already rejected.
+        check_control: False when the file's bytes are known to hold no control characters.
     """
     where = str(path)
     table = rename_columns(table, recipe, where)
-    rules, details = field_checks(table, max_field_chars)
+    rules, details = field_checks(table, max_field_chars, check_control)
     ns, ts_bad, reason = parse_timestamps(table["timestamp"], recipe, where)
     ts_bad_new = ts_bad & (rules == None)  # noqa: E711 (element-wise)
     if ts_bad_new.any():

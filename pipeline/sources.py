@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from pipeline.canonical import FileRows, Recipe, to_canonical
 from pipeline.errors import InputError
 from pipeline.params import DataParams
-from pipeline.textio import read_delimited
+from pipeline.textio import has_control_bytes, read_delimited
 
 Reader = Callable[[Path, DataParams], FileRows]
 
@@ -54,6 +54,7 @@ def read_csv_events(
         raw_of=text.raw_lines,
         rows_in=text.rows_in,
         quarantine=text.quarantine,
+        check_control=has_control_bytes(text.data),
     )
 
 
