@@ -112,9 +112,7 @@ def aggregates(tables: dict[str, pa.Table], meta: dict) -> tuple[dict, list[Rule
         values["max_train_minus_val_target_ts"] = _max(
             pc.subtract(joined.column("train_last_ts"), joined.column("target_ts"))
         )
-        rules.append(
-            Rule("train_before_val_target", "max_train_minus_val_target_ts", None, 0)
-        )
+        rules.append(Rule("train_before_val_target", "max_train_minus_val_target_ts", None, 0))
     if meta.get("previous_vocab_items") is not None:
         values["oov_share"] = meta["oov_share"]
         rules.append(Rule("oov_share", "oov_share", 0, meta["max_oov_share"]))

@@ -27,7 +27,7 @@ NS_PER_MINUTE = 60 * 10**9
 
 @dataclass(frozen=True)
 class Events:
-    """Encoded events, sorted by user, then time, then file order.
+    """Encoded events, sorted by user id, then time, then file order.
 
     Attributes:
         user: (n,) int64 code into `user_ids`; equal codes are contiguous.
@@ -87,6 +87,15 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     return codes.astype(np.int64, copy=False), encoded.dictionary
 
 
+def _sorted_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Codes in sorted order of the values, so outputs do not depend on the row order."""
+    codes, values = _codes(column)
+    order = pc.sort_indices(values).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], values.take(pa.array(order))
+
+
 def _first_null_row(table: pa.Table, column: str) -> int:
     return int(pc.index(table.column(column).is_null(), True).as_py())
 
@@ -103,7 +112,7 @@ def encode_events(
         if table.column(column).null_count:
             row = _first_null_row(table, column)
             raise InputError(f"{source}: row {row}: {column} is null (rule: required column)")
-    user, user_ids = _codes(table.column("user_id"))
+    user, user_ids = _sorted_codes(table.column("user_id"))
     item, item_ids = _codes(table.column("item_id"))
     type_codes, type_names = _codes(table.column("event_type"))
     type_id_of = {name: i + 1 for i, name in enumerate(event_types)}

@@ -98,19 +98,22 @@ def build_sequences(
     """Pure function of the events and params: the stage's outputs, in memory.
 
     Args:
-        table: canonical events (docs/interfaces.md).
+        table: canonical events (docs/interfaces.md), an Arrow table or pandas frame.
         params: the `sequences` params section.
         event_types: `data.event_types`, in funnel order.
         previous_vocab: a checked previous vocabulary (`vocab.read_vocab`), or None.
         source: name used in error messages.
     """
     import numpy as np
+    import pyarrow as pa
 
     from pipeline import sequence_prep as prep
     from pipeline import splits
     from pipeline.errors import BatchValidationError
     from pipeline.vocab import build_vocab, first_seen
 
+    if not isinstance(table, pa.Table):  # a pandas frame, e.g. IngestResult.events
+        table = pa.Table.from_pandas(table, preserve_index=False)
     rows_in = table.num_rows
     events, session_codes = prep.encode_events(table, event_types, source)
     del table  # the strings live on only as the distinct ids
@@ -127,7 +130,8 @@ def build_sequences(
         )
     events = prep.compact(events)
     vocab = build_vocab(
-        events.item_ids, first_seen(events.item, events.ts_ns, len(events.item_ids)),
+        events.item_ids,
+        first_seen(events.item, events.ts_ns, len(events.item_ids)),
         previous_vocab,
     )
     tokens = vocab.token_of_code[events.item]
@@ -139,7 +143,12 @@ def build_sequences(
         result = splits.leave_one_out(events, tokens, is_target, params.max_len)
     else:
         result = splits.temporal(
-            events, tokens, is_target, params.max_len, params.val_days, params.test_days,
+            events,
+            tokens,
+            is_target,
+            params.max_len,
+            params.val_days,
+            params.test_days,
             params.max_examples_per_user,
         )
 
@@ -213,16 +222,21 @@ def run(args: argparse.Namespace) -> int:
     events_path = Path(args.events) / EVENTS_FILE
     vocab_path = resolve_vocab_path(args.previous_vocab or seq.previous_vocab)
     previous = read_vocab(vocab_path) if vocab_path is not None else None
-    build = build_sequences(read_events(events_path), seq, params.data.event_types, previous,
-                            source=str(events_path))
+    build = build_sequences(
+        read_events(events_path), seq, params.data.event_types, previous, source=str(events_path)
+    )
     build.stats["checks"] = check_sequences(build.tables, build.meta)
     if vocab_path is not None:
         build.meta["previous_vocab"] = str(vocab_path)
     write_outputs(build, Path(args.out), Path(args.metrics) if args.metrics else None)
     log.info(
         "sequences: %d users, %d items, %d events; train %d, val %d, test %d -> %s",
-        build.stats["users"], build.stats["items"], build.stats["events"],
-        build.stats["train_rows"], build.stats["val_examples"], build.stats["test_examples"],
+        build.stats["users"],
+        build.stats["items"],
+        build.stats["events"],
+        build.stats["train_rows"],
+        build.stats["val_examples"],
+        build.stats["test_examples"],
         args.out,
     )
     return 0
