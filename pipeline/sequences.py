@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,15 +77,55 @@ def _length_stats(lengths) -> dict[str, int]:
     return stats | {"length_max": int(lengths.max())}
 
 
-def _type_counts(table: pa.Table, column: str, event_types: list[str]) -> dict[str, int]:
+def _data_stats(events) -> dict:
+    """Users, items, events, sessions and per-user length percentiles after filtering."""
+    import numpy as np
+
+    from pipeline.sequence_prep import user_starts
+
+    new_session = user_starts(events.user)
+    new_session[1:] |= events.session[1:] != events.session[:-1]
+    return {
+        "users": len(events.user_ids),
+        "items": len(events.item_ids),
+        "events": len(events),
+        "sessions": int(new_session.sum()),
+        **_length_stats(np.bincount(events.user)),
+    }
+
+
+def _split_stats(result, event_types: list[str], target_ids: list[int]) -> dict:
+    """Rows/examples per split, fine-tuning positions in train, type counts."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    values = table[column]
-    if pa.types.is_list(values.type):
-        values = pc.list_flatten(values)
-    counts = np.bincount(values.to_numpy(), minlength=len(event_types) + 1)
+    train, val, test = (result.tables[name] for name in ("train", "val", "test"))
+    train_types = pc.list_flatten(train["types"]).to_numpy()
+    first_types = pc.list_element(train["types"], 0).to_numpy() if train.num_rows else []
+    return {
+        "train_rows": train.num_rows,
+        "train_events": len(train_types),
+        # positions whose next event is a target: target events that are not a row's first
+        "train_finetune_targets": int(
+            np.isin(train_types, target_ids).sum() - np.isin(first_types, target_ids).sum()
+        ),
+        "val_examples": val.num_rows,
+        "test_examples": test.num_rows,
+        "dropped_no_history": result.dropped_no_history,
+        "capped_examples": result.capped,
+        "type_counts": {
+            "train_events": _type_counts(pa.chunked_array([train_types], pa.int8()), event_types),
+            "val_targets": _type_counts(val["target_type"], event_types),
+            "test_targets": _type_counts(test["target_type"], event_types),
+        },
+    }
+
+
+def _type_counts(type_ids: pa.ChunkedArray, event_types: list[str]) -> dict[str, int]:
+    import numpy as np
+
+    counts = np.bincount(type_ids.to_numpy(), minlength=len(event_types) + 1)
     return {name: int(counts[i + 1]) for i, name in enumerate(event_types)}
 
 
@@ -110,7 +151,7 @@ def build_sequences(
     from pipeline import sequence_prep as prep
     from pipeline import splits
     from pipeline.errors import BatchValidationError
-    from pipeline.vocab import build_vocab, first_seen
+    from pipeline.vocab import MASK_TOKEN, PAD_TOKEN, UNK_TOKEN, build_vocab, first_seen
 
     if not isinstance(table, pa.Table):  # a pandas frame, e.g. IngestResult.events
         table = pa.Table.from_pandas(table, preserve_index=False)
@@ -154,41 +195,32 @@ def build_sequences(
 
     meta = {
         "event_types": list(event_types),
+        "event_type_ids": {name: i + 1 for i, name in enumerate(event_types)},
+        "special_tokens": {"pad": PAD_TOKEN, "mask": MASK_TOKEN, "unk": UNK_TOKEN},
         "target_event_types": target_names,
         "max_len": params.max_len,
         "split": params.split,
         "vocab_size": vocab.vocab_size,
         "n_items": vocab.table.num_rows,
         "cutoffs": result.cutoffs_s,
+        "cutoffs_utc": {
+            name: datetime.fromtimestamp(value, UTC).isoformat()
+            for name, value in result.cutoffs_s.items()
+        },
         "previous_vocab_items": None if previous_vocab is None else previous_vocab.num_rows,
         "oov_share": vocab.oov_share,
         "max_oov_share": params.max_oov_share,
     }
-    user_lengths = np.bincount(events.user)
     stats = {
         "rows_in": rows_in,
         "dropped_dedup": dropped_dedup,
         "dropped_kcore": before_kcore - len(events),
         "kcore_rounds": kcore_rounds,
-        "users": len(events.user_ids),
-        "items": len(events.item_ids),
-        "events": len(events),
-        "sessions": int(np.count_nonzero(np.diff(events.session, prepend=-1) != 0)),
-        **_length_stats(user_lengths),
+        **_data_stats(events),
         "vocab_size": vocab.vocab_size,
         "new_items": vocab.n_new,
         "oov_share": vocab.oov_share,
-        "train_rows": result.tables["train"].num_rows,
-        "train_events": len(result.tables["train"]["items"].combine_chunks().values),
-        "val_examples": result.tables["val"].num_rows,
-        "test_examples": result.tables["test"].num_rows,
-        "dropped_no_history": result.dropped_no_history,
-        "capped_examples": result.capped,
-        "target_types": {
-            "train": _type_counts(result.tables["train"], "types", event_types),
-            "val": _type_counts(result.tables["val"], "target_type", event_types),
-            "test": _type_counts(result.tables["test"], "target_type", event_types),
-        },
+        **_split_stats(result, event_types, target_ids),
     }
     return SequenceBuild(result.tables, vocab.table, meta, stats)
 

@@ -66,9 +66,10 @@ def test_leave_one_out_exact_contents_with_stable_order_on_equal_timestamps():
     # u3's val target is its first event: no history, so no val example and no train row.
     assert "u3" not in val["user_id"].to_pylist() + train["user_id"].to_pylist()
     assert build.stats["dropped_no_history"] == {"val": 1, "test": 0}
+    assert build.stats["train_finetune_targets"] == 1  # u2: view a -> purchase c
     assert build.meta["target_event_types"] == ["cart", "purchase"]
     assert build.stats["events"] == len(LOO_ROWS)
-    assert build.stats["target_types"]["test"] == {"view": 0, "cart": 1, "purchase": 1}
+    assert build.stats["type_counts"]["test_targets"] == {"view": 0, "cart": 1, "purchase": 1}
 
 
 def test_max_len_keeps_the_most_recent_events():
@@ -129,6 +130,7 @@ def test_dedup_drops_only_views_repeating_the_previous_item_of_the_same_user():
 def test_sessions_split_on_inactivity_gap_or_session_id():
     minute = 60
     rows = [
+        ("u0", "a", "view", 0),  # one session that ends where u1's first session starts
         ("u1", "a", "view", 0),
         ("u1", "b", "view", 10 * minute),
         ("u1", "c", "view", 50 * minute),  # 40 min gap > 30: new session
@@ -144,7 +146,7 @@ def test_sessions_split_on_inactivity_gap_or_session_id():
     assert row_of(test, "u1")["history_sessions"] == [0, 0, 1]
     assert row_of(test, "u2")["history_sessions"] == [0, 0]
     assert row_of(build.tables["val"], "u1")["history_sessions"] == [0, 0]
-    assert build.stats["sessions"] == 2 + 2
+    assert build.stats["sessions"] == 1 + 2 + 2
 
 
 def test_k_core_iterates_until_every_user_and_item_meets_the_minimum():
