@@ -230,6 +230,29 @@ def test_cli_writes_every_output_in_the_contract_layout(tmp_path):
     assert row_of(train, "u2")["types"] == [1]
 
 
+def test_cli_previous_vocab_keeps_indices_and_is_recorded(tmp_path):
+    _write_project(tmp_path, SNAPSHOT_1)
+    first = tmp_path / "first_vocab.parquet"
+    build = build_sequences(events_table(SNAPSHOT_2), loose_params(), EVENT_TYPES)
+    pq.write_table(build.vocab, first)  # knows a, b, x, y, z; snapshot 1 adds c
+    run_cli(
+        "build-sequences",
+        "--events",
+        "validated",
+        "--out",
+        "sequences",
+        "--previous-vocab",
+        str(first),
+        cwd=tmp_path,
+    )
+    vocab = pq.read_table(tmp_path / "sequences" / "vocab.parquet")
+    n_first = build.vocab.num_rows
+    assert vocab.slice(0, n_first).equals(build.vocab)
+    assert vocab["item_id"].to_pylist()[n_first:] == ["c"]  # the only item new to it
+    meta = json.loads((tmp_path / "sequences" / "meta.json").read_text())
+    assert meta["previous_vocab"] == str(first) and meta["previous_vocab_items"] == n_first
+
+
 def test_cli_bad_input_is_one_line_error(tmp_path):
     _write_project(tmp_path, [("u", "a", "click", 0)])
     proc = run_cli(
