@@ -96,8 +96,11 @@ def _sorted_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     return rank[codes], values.take(pa.array(order))
 
 
-def _first_null_row(table: pa.Table, column: str) -> int:
-    return int(pc.index(table.column(column).is_null(), True).as_py())
+def _row_label(table: pa.Table, index: int) -> str:
+    """`<source_file> row <source_row>` of table row `index` when known, else `row <index>`."""
+    if "source_file" in table.column_names and "source_row" in table.column_names:
+        return f"{table['source_file'][index].as_py()} row {table['source_row'][index].as_py()}"
+    return f"row {index}"
 
 
 def _file_order_sort(
@@ -123,8 +126,10 @@ def encode_events(
     """
     for column in REQUIRED_COLUMNS:
         if table.column(column).null_count:
-            row = _first_null_row(table, column)
-            raise InputError(f"{source}: row {row}: {column} is null (rule: required column)")
+            index = pc.index(table.column(column).is_null(), True).as_py()
+            raise InputError(
+                f"{source}: {_row_label(table, index)}: {column} is null (rule: required column)"
+            )
     user, user_ids = _sorted_codes(table.column("user_id"))
     item, item_ids = _codes(table.column("item_id"))
     type_codes, type_names = _codes(table.column("event_type"))
@@ -132,10 +137,10 @@ def encode_events(
     unknown = [name for name in type_names.to_pylist() if name not in type_id_of]
     if unknown:
         code = type_names.to_pylist().index(unknown[0])
-        row = int(np.argmax(type_codes == code))
+        index = int(np.argmax(type_codes == code))
         raise InputError(
-            f"{source}: row {row}: event_type {unknown[0]!r} is not in data.event_types "
-            f"{event_types} (rule: known event type)"
+            f"{source}: {_row_label(table, index)}: event_type {unknown[0]!r} is not in "
+            f"data.event_types {event_types} (rule: known event type)"
         )
     lookup = np.array([type_id_of[name] for name in type_names.to_pylist()], dtype=np.int8)
     event_type = lookup[type_codes] if len(type_codes) else np.zeros(0, np.int8)
