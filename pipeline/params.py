@@ -130,6 +130,7 @@ class SequencesParams(Section):
     target_event_types: list[str] = Field(default_factory=lambda: ["cart", "purchase"])
     previous_vocab: str | None = None
     max_oov_share: float = Field(default=0.5, ge=0, le=1)
+    max_examples_per_user: int | None = Field(default=10, gt=0)
 
 
 class ModelParams(Section):
