@@ -109,7 +109,7 @@ def _batch_suite(rules: list[BatchRule]):
     suite = gx.ExpectationSuite(name=BATCH_SUITE)
     for rule in rules:
         meta = {"rule": rule.name, "param": rule.param}
-        description = f"**{rule.name}**: {rule.meaning} {rule.threshold()} ({rule.param})"
+        description = f"{rule.name}: {rule.meaning} {rule.threshold()} ({rule.param})"
         if rule.allowed is not None:
             expectation = gxe.ExpectColumnValuesToBeInSet(
                 column=rule.metric, value_set=list(rule.allowed), meta=meta,

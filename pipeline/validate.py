@@ -271,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
         pq.write_table(check.valid, out_dir / "events.parquet")
     lap("write")
     summary["timings_s"] = timings_s
+    log.debug("validate timings (s): %s", timings_s)
     _write_json(report_dir / "summary.json", summary)
     _write_json(Path(args.metrics), dvc_metrics(summary))
 
