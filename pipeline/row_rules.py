@@ -93,6 +93,14 @@ def _timestamps_ns(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return values, is_null
 
 
+def _key_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Integers that are equal exactly when the values are (nulls never reach here)."""
+    if pa.types.is_timestamp(column.type):
+        return pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    encoded = pc.dictionary_encode(as_string(column)).combine_chunks()
+    return pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+
+
 def _duplicates(events: pa.Table, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Later copies of an identical (user, item, type, timestamp) among `candidates`.
 
@@ -101,15 +109,10 @@ def _duplicates(events: pa.Table, candidates: np.ndarray) -> tuple[np.ndarray, n
         indices into the full table.
     """
     rows = np.flatnonzero(candidates)
-    subset = events.select(list(DUPLICATE_KEY)).take(pa.array(rows))
-    keys = pd.DataFrame(
-        {
-            name: pc.dictionary_encode(as_string(subset[name])).combine_chunks().indices
-            if name != "timestamp"
-            else subset[name].cast(pa.int64())
-            for name in DUPLICATE_KEY
-        }
-    )
+    # Integer codes of the whole columns, then a numpy gather: no copy of the strings.
+    keys = pd.DataFrame({
+        name: _key_codes(events[name])[rows] for name in DUPLICATE_KEY
+    })
     # ngroup(sort=False) numbers groups by first appearance, so the k-th first copy in
     # table order belongs to group k: no second pass to find the original of a copy.
     group = keys.groupby(list(DUPLICATE_KEY), sort=False).ngroup().to_numpy()

@@ -29,7 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import quarantine
-from pipeline.batch_rules import BatchRule, batch_metrics, batch_rules, schema_problems
+from pipeline.batch_rules import (
+    EXPECTED_TYPES,
+    BatchRule,
+    batch_metrics,
+    batch_rules,
+    schema_problems,
+)
 from pipeline.errors import BatchValidationError, InputError
 from pipeline.params import Params, load_params
 from pipeline.row_rules import ROW_RULES, check_rows
@@ -85,7 +91,7 @@ def check_batch(
     vp = params.validate_
     problems = schema_problems(events.schema)
     if problems:  # row rules need the contract's columns: reject all, let the gate say why
-        codes_rows = np.arange(events.num_rows)
+        rejected_rows = np.arange(events.num_rows)
         rules = np.full(events.num_rows, SCHEMA_RULE, dtype=object)
         details = np.full(events.num_rows, "columns break the contract: " + "; ".join(problems),
                           dtype=object)
@@ -94,11 +100,11 @@ def check_batch(
     else:
         row_check = check_rows(events, vp, params.data.event_types, now)
         valid_mask = row_check.valid_mask
-        codes_rows = np.flatnonzero(row_check.codes)
-        rules = np.asarray(ROW_RULES, dtype=object)[row_check.codes[codes_rows] - 1]
-        details = row_check.details.loc[codes_rows].to_numpy(dtype=object)
+        rejected_rows = np.flatnonzero(row_check.codes)
+        rules = np.asarray(ROW_RULES, dtype=object)[row_check.codes[rejected_rows] - 1]
+        details = row_check.details.loc[rejected_rows].to_numpy(dtype=object)
         row_counts = row_check.counts()
-    rejected = quarantine.from_validate(events, codes_rows, rules, details)
+    rejected = quarantine.from_validate(events, rejected_rows, rules, details)
     quarantined = pa.concat_tables([ingest_quarantine, rejected])
     by_rule = dict(pd.Series(ingest_quarantine["rule"].to_numpy(zero_copy_only=False))
                    .value_counts().sort_index().astype(int))
@@ -154,8 +160,6 @@ def read_previous_rows_in(path: str | None) -> int | None:
 
 def gx_sample(valid: pa.Table, n_rows: int) -> pd.DataFrame:
     """A seeded random sample of the validated events, as pandas, for the GX sample suite."""
-    from pipeline.batch_rules import EXPECTED_TYPES
-
     columns = [c for c in EXPECTED_TYPES if c in valid.schema.names]
     if valid.num_rows > n_rows:
         rng = np.random.default_rng(SAMPLE_SEED)

@@ -114,6 +114,17 @@ def test_duplicates_keep_the_first_copy_and_name_it():
     assert detail[122].endswith("events.csv:5 (kept)")
 
 
+def test_duplicates_are_found_across_parquet_row_groups():
+    events = with_duplicates(clean_events(), [2, 3])
+    table = pa.Table.from_pandas(events, schema=EVENTS_SCHEMA, preserve_index=False)
+    chunked = pa.concat_tables([table.slice(0, 60), table.slice(60)])  # copies in chunk 2
+    params = parse_params({"validate": {"reference_time": REFERENCE_TIME}})
+    check = validate.check_batch(chunked, validate.quarantine.empty(table.schema), params,
+                                 validate.reference_time(REFERENCE_TIME), None)
+    assert check.by_rule["duplicate_event"] == 2
+    assert check.quarantined["source_row"].to_pylist() == [120, 121]
+
+
 def test_first_broken_rule_wins_and_row_is_counted_once():
     events = with_row_case(with_row_case(clean_events(), "null_user_id"), "unknown_event_type")
     events.loc[3, "event_type"] = "click"  # row 3: null user AND unknown type
@@ -187,6 +198,23 @@ def test_each_batch_rule_stops_the_stage_after_writing_the_report(tmp_path, rule
     assert not (tmp_path / "data/validated/events.parquet").exists()
     assert_gx_agrees_with_twin(summary, params)
     assert_data_docs_mark_failed(tmp_path, rule, summary["batch"][rule]["observed"])
+
+
+def test_empty_input_fails_min_rows_without_crashing(tmp_path):
+    summary, error = run_stage(tmp_path, clean_events().iloc[:0])
+    assert "rule min_rows: observed 0, threshold >= 1" in error
+    assert summary["rows_in"] == 0
+
+
+def test_category_event_type_is_accepted_and_kept(tmp_path):
+    """pandas writes a category column as an arrow dictionary: still the string contract."""
+    schema = EVENTS_SCHEMA.set(2, pa.field("event_type", pa.dictionary(pa.int32(), pa.string())))
+    events = with_row_case(clean_events(), "unknown_event_type")
+    events["event_type"] = events["event_type"].astype("category")
+    summary, error = run_stage(tmp_path, events, schema=schema)
+    assert error is None and summary["by_rule"]["unknown_event_type"] == 1
+    validated = pq.read_table(tmp_path / "data/validated/events.parquet")
+    assert pa.types.is_dictionary(validated.schema.field("event_type").type)
 
 
 def test_volume_change_against_previous_snapshot(tmp_path):
