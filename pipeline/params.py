@@ -10,7 +10,7 @@ Paths of stage outputs are *not* params: `dvc.yaml` passes them as arguments.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -116,6 +116,21 @@ class ValidateParams(Section):
     min_users: int = Field(default=1, ge=0)
     min_items: int = Field(default=1, ge=0)
     gx_sample_rows: int = Field(default=200_000, gt=0)
+    reference_time: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ValidateParams:
+        for key in ("min_timestamp", "reference_time"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    datetime.fromisoformat(value)
+                except ValueError:
+                    raise ValueError(f"{key} {value!r} is not an ISO 8601 date/time") from None
+        band = self.purchase_rate_band
+        if band is not None and not 0 <= band[0] <= band[1] <= 1:
+            raise ValueError("purchase_rate_band must be [low, high] with 0 <= low <= high <= 1")
+        return self
 
 
 class SequencesParams(Section):
