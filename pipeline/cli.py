@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Libraries that narrate at INFO drown the stage's own lines.
+    for noisy in ("great_expectations", "alembic", "mlflow.store"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
