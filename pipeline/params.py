@@ -180,6 +180,15 @@ class EvaluateParams(Section):
     batch_size: int = Field(default=1024, gt=0)
     head_item_share: float = Field(default=0.2, gt=0, lt=1)
     short_history_max: int = Field(default=5, gt=0)
+    report_k: int = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateParams:
+        if not self.ks or min(self.ks) <= 0:
+            raise ValueError("evaluate.ks must be a non-empty list of positive cut-offs")
+        if self.report_k not in self.ks:
+            raise ValueError(f"evaluate.report_k={self.report_k} must be one of evaluate.ks")
+        return self
 
 
 class RegistryParams(Section):
