@@ -13,19 +13,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import torch
 
 N_RESERVED_TOKENS = 3  # 0 PAD, 1 MASK, 2 UNK (docs/interfaces.md); never recommendable
 ROUND_DIGITS = 5  # eval.json precision: enough for diffs of 1e-4 on NDCG, no float noise
 
 
-def mask_unrankable(scores: torch.Tensor) -> torch.Tensor:
+def mask_unrankable(scores: np.ndarray) -> np.ndarray:
     """In place: reserved tokens and NaN scores become -inf. scores: (B, V) float32."""
-    scores[:, :N_RESERVED_TOKENS] = float("-inf")
-    return torch.nan_to_num_(scores, nan=float("-inf"), posinf=torch.finfo(scores.dtype).max)
+    scores[:, :N_RESERVED_TOKENS] = -np.inf
+    nan = np.isnan(scores)
+    if nan.any():
+        scores[nan] = -np.inf
+    return scores
 
 
-def exclude_items(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+def exclude_items(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
     """In place: the items of each row's history get -inf (PAD 0 is reserved anyway).
 
     A target that already occurs in the history becomes a miss: a recommender that hides
@@ -35,11 +37,15 @@ def exclude_items(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         scores: (B, V) float32.
         items: (B, T) int64 history, left-padded with 0.
     """
-    return scores.scatter_(1, items, float("-inf"))
+    scores[np.arange(len(scores))[:, None], items] = -np.inf
+    return scores
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Pessimistic 1-based rank of each target; +inf where the target cannot be ranked.
+
+    numpy, not torch: its SIMD compare-and-count over a (1024, 12k) block is ~10x faster
+    than torch's bool reduction on CPU (measured: 7 ms vs 77 ms).
 
     Args:
         scores: (B, V) float32 with unrankable items already at -inf.
@@ -50,19 +56,23 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
     """
     n_rows, vocab_size = scores.shape
     valid = (targets >= N_RESERVED_TOKENS) & (targets < vocab_size)
-    safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
-    target_scores = scores[torch.arange(n_rows), safe_targets]  # (B,)
+    safe_targets = np.where(valid, targets, 0)
+    target_scores = scores[np.arange(n_rows), safe_targets]  # (B,)
     # Counting ">=" includes the target itself, so the count IS the pessimistic rank.
-    ranks = (scores >= target_scores[:, None]).sum(dim=1).to(torch.float64)  # (B,)
-    hit_possible = valid & (target_scores > float("-inf"))
-    ranks[~hit_possible] = float("inf")
-    return ranks.numpy()
+    ranks = np.count_nonzero(scores >= target_scores[:, None], axis=1).astype(np.float64)
+    ranks[~(valid & (target_scores > -np.inf))] = np.inf
+    return ranks
 
 
-def top_k_items(scores: torch.Tensor, k: int) -> np.ndarray:
-    """Indices of the k best finite-scored items per row, flattened (for coverage)."""
+def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best finite-scored items per row, flattened (for coverage).
+
+    torch.topk (zero-copy view): ~8x faster than np.argpartition here.
+    """
+    import torch
+
     k = min(k, scores.shape[1])
-    values, indices = torch.topk(scores, k, dim=1)  # (B, k)
+    values, indices = torch.topk(torch.from_numpy(scores), k, dim=1)  # (B, k)
     return indices[values > float("-inf")].numpy()
 
 

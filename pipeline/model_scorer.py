@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILES = ("config.json", "model.safetensors", "vocab.parquet")
 UNK_INDEX = 2
+LENGTH_CHUNK_ROWS = 256  # rows per forward pass; small enough that lengths within one are close
 URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "file:", "s3:", "gs:", "http:", "https:")
 
 
@@ -125,29 +126,47 @@ class ModelRecommender:
             )
 
     def score_with_purchase(self, batch: HistoryBatch) -> tuple[np.ndarray, np.ndarray]:
-        """((B, V_cur) float32 item scores, (B,) float32 purchase logits)."""
-        import torch
+        """((B, V_cur) float32 item scores, (B,) float32 purchase logits).
 
+        Rows are sorted by history length and run in chunks cut to their own longest
+        history: padding costs as much as real events, and the model's output does not
+        depend on how much left padding a batch adds (right-aligned positions).
+        """
         items, types, ts = batch.items, batch.types, batch.ts
         if self.max_len is not None:
             items, types, ts = (a[:, -self.max_len :] for a in (items, types, ts))
         if not self.mapping.identity:
             items = self.mapping.history_map[items]
         types = self.type_map[np.clip(types, 0, len(self.type_map) - 1)]
-        with torch.inference_mode():
-            logits, purchase = self.model.score_last(
-                torch.from_numpy(np.ascontiguousarray(items)).to(self.device),
-                torch.from_numpy(np.ascontiguousarray(types)).to(self.device),
-                torch.from_numpy(np.ascontiguousarray(ts)).to(self.device),
-            )  # (B, V_model), (B,)
-        logits = logits.float().cpu().numpy()
-        purchase = purchase.float().cpu().numpy()
+        lengths = np.count_nonzero(items, axis=1)  # (B,)
+        order = np.argsort(lengths, kind="stable")
+        logits = purchase = None
+        for first in range(0, len(order), LENGTH_CHUNK_ROWS):
+            rows = order[first : first + LENGTH_CHUNK_ROWS]
+            width = max(int(lengths[rows].max()), 1)
+            chunk_logits, chunk_purchase = self._forward(
+                items[rows, -width:], types[rows, -width:], ts[rows, -width:]
+            )  # (b, V_model), (b,)
+            if logits is None:
+                logits = np.empty((len(items), chunk_logits.shape[1]), dtype=np.float32)
+                purchase = np.empty(len(items), dtype=np.float32)
+            logits[rows], purchase[rows] = chunk_logits, chunk_purchase
         if self.mapping.identity:
             return logits, purchase
         scores = np.full((len(items), self.vocab_size), -np.inf, dtype=np.float32)
         known = self.mapping.score_columns >= 0
         scores[:, known] = logits[:, self.mapping.score_columns[known]]
         return scores, purchase
+
+    def _forward(self, items, types, ts) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(self.device)
+
+        with torch.inference_mode():
+            logits, purchase = self.model.score_last(tensor(items), tensor(types), tensor(ts))
+        return logits.float().cpu().numpy(), purchase.float().cpu().numpy()
 
     def score(self, batch: HistoryBatch) -> np.ndarray:
         return self.score_with_purchase(batch)[0]

@@ -3,7 +3,7 @@
 Every recommender (baseline or model) implements `score(batch) -> np.ndarray (B, V)` and
 `rank_examples` turns those scores into per-example target ranks, the union of top-k lists
 (coverage) and, for models with a purchase head, purchase logits. Ranking is vectorised per
-batch with torch (multi-threaded, zero-copy from numpy): `(scores >= target_score).sum(1)`.
+batch: `count_nonzero(scores >= target_score, axis=1)` in numpy, top-k with torch.topk.
 """
 
 from __future__ import annotations
@@ -151,8 +151,6 @@ def rank_examples(
     coverage_k: int,
 ) -> RankResult:
     """Score every example in batches and rank its target among all items."""
-    import torch
-
     from pipeline.metrics import exclude_items, mask_unrankable, target_ranks, top_k_items
 
     started = time.perf_counter()
@@ -161,25 +159,24 @@ def rank_examples(
     recommended = np.zeros(vocab_size, dtype=bool)
     with_purchase = hasattr(recommender, "score_with_purchase")
     purchase = np.empty(n_examples, dtype=np.float32) if with_purchase else None
-    with torch.inference_mode():
-        for start in range(0, n_examples, batch_size):
-            stop = min(start + batch_size, n_examples)
-            batch = examples.batch(start, stop)
-            if with_purchase:
-                raw, purchase_logit = recommender.score_with_purchase(batch)
-                purchase[start:stop] = purchase_logit
-            else:
-                raw = recommender.score(batch)
-            if raw.shape != (stop - start, vocab_size):
-                raise ModelError(
-                    f"recommender {recommender.name!r}: scores of shape {raw.shape}, "
-                    f"expected {(stop - start, vocab_size)} (batch, vocab_size)"
-                )
-            scores = mask_unrankable(torch.from_numpy(np.asarray(raw, dtype=np.float32)))
-            if exclude_history:
-                exclude_items(scores, torch.from_numpy(batch.items))
-            ranks[start:stop] = target_ranks(scores, torch.from_numpy(examples.target_item[start:stop]))
-            recommended[top_k_items(scores, coverage_k)] = True
+    for start in range(0, n_examples, batch_size):
+        stop = min(start + batch_size, n_examples)
+        batch = examples.batch(start, stop)
+        if with_purchase:
+            raw, purchase_logit = recommender.score_with_purchase(batch)
+            purchase[start:stop] = purchase_logit
+        else:
+            raw = recommender.score(batch)
+        if raw.shape != (stop - start, vocab_size):
+            raise ModelError(
+                f"recommender {recommender.name!r}: scores of shape {raw.shape}, "
+                f"expected {(stop - start, vocab_size)} (batch, vocab_size)"
+            )
+        scores = mask_unrankable(np.asarray(raw, dtype=np.float32))
+        if exclude_history:
+            exclude_items(scores, batch.items)
+        ranks[start:stop] = target_ranks(scores, examples.target_item[start:stop])
+        recommended[top_k_items(scores, coverage_k)] = True
     seconds = time.perf_counter() - started
     log.info("%s: ranked %d examples x %d items in %.2f s", recommender.name, n_examples, vocab_size, seconds)
     return RankResult(recommender.name, ranks, recommended, purchase, seconds)
