@@ -46,11 +46,19 @@ def machine() -> dict:
     cpu = platform.processor()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
         "platform": platform.platform(),
     }
 
@@ -63,9 +71,13 @@ def fake_examples(n_users: int, n_items: int, max_len: int, seed: int) -> Exampl
     types = np.where(items > 0, rng.integers(1, len(EVENT_TYPES) + 1, items.shape), 0)
     return Examples(
         user_ids=np.array([f"u{i}" for i in range(n_users)], dtype=object),
-        items=items.astype(np.int64), types=types.astype(np.int64), ts=np.zeros_like(items),
-        lengths=lengths, target_item=rng.integers(N_RESERVED, n_items + N_RESERVED, n_users),
-        target_type=rng.integers(2, 4, n_users), target_ts=np.zeros(n_users, dtype=np.int64),
+        items=items.astype(np.int64),
+        types=types.astype(np.int64),
+        ts=np.zeros_like(items),
+        lengths=lengths,
+        target_item=rng.integers(N_RESERVED, n_items + N_RESERVED, n_users),
+        target_type=rng.integers(2, 4, n_users),
+        target_ts=np.zeros(n_users, dtype=np.int64),
     )
 
 
@@ -91,7 +103,9 @@ class RandomScores:
     name = "ranking_only"
 
     def __init__(self, batch_size: int, vocab_size: int, seed: int):
-        self.scores = np.random.default_rng(seed).standard_normal((batch_size, vocab_size), dtype=np.float32)
+        self.scores = np.random.default_rng(seed).standard_normal(
+            (batch_size, vocab_size), dtype=np.float32
+        )
 
     def score(self, batch: HistoryBatch) -> np.ndarray:
         return self.scores[: len(batch)].copy()
@@ -108,10 +122,20 @@ def real_model(vocab_size: int, max_len: int, folder: Path):
 
     defaults = ModelParams()
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=vocab_size, max_len=max_len, event_types=EVENT_TYPES,
-                         hidden_dim=defaults.hidden_dim, n_layers=defaults.n_layers, n_heads=defaults.n_heads)
-    vocab = pd.DataFrame({"item_id": [f"i{k}" for k in range(vocab_size - N_RESERVED)],
-                          "index": np.arange(N_RESERVED, vocab_size, dtype="int32")})
+    config = ModelConfig(
+        vocab_size=vocab_size,
+        max_len=max_len,
+        event_types=EVENT_TYPES,
+        hidden_dim=defaults.hidden_dim,
+        n_layers=defaults.n_layers,
+        n_heads=defaults.n_heads,
+    )
+    vocab = pd.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(vocab_size - N_RESERVED)],
+            "index": np.arange(N_RESERVED, vocab_size, dtype="int32"),
+        }
+    )
     vocab.to_parquet(folder / "vocab.parquet", index=False)
     save_model_dir(SeqRecModel(config), folder / "model", folder / "vocab.parquet", {})
     return ModelRecommender("model", folder / "model", vocab, EVENT_TYPES), config.hidden_dim
@@ -154,18 +178,38 @@ def main() -> int:
         else:
             hidden_dim = 64
             model = MatmulRecommender(vocab_size, hidden_dim, seed=0)
-        rank_examples(model, examples.__class__(**{k: v[:args.batch_size] for k, v in vars(examples).items()}),
-                      vocab_size, **common)  # warm-up (allocator, threads)
+        rank_examples(
+            model,
+            examples.__class__(**{k: v[: args.batch_size] for k, v in vars(examples).items()}),
+            vocab_size,
+            **common,
+        )  # warm-up (allocator, threads)
+        cpu_started = time.process_time()
         model_s = rank_examples(model, examples, vocab_size, **common).seconds
-    ranking_s = rank_examples(RandomScores(args.batch_size, vocab_size, 0), examples, vocab_size, **common).seconds
+        model_cpu_s = time.process_time() - cpu_started
+    ranking_s = rank_examples(
+        RandomScores(args.batch_size, vocab_size, 0), examples, vocab_size, **common
+    ).seconds
     matmul_s = bare_matmul_s(args.users, vocab_size, hidden_dim, args.batch_size)
     result = {
-        "users": args.users, "items": args.items, "max_len": args.max_len, "hidden_dim": hidden_dim,
-        "batch_size": args.batch_size, "recommender": model.name,
-        "model_s": round(model_s, 3), "ranking_only_s": round(ranking_s, 3), "bare_matmul_s": round(matmul_s, 3),
+        "users": args.users,
+        "items": args.items,
+        "max_len": args.max_len,
+        "hidden_dim": hidden_dim,
+        "batch_size": args.batch_size,
+        "recommender": model.name,
+        "model_s": round(model_s, 3),
+        "ranking_only_s": round(ranking_s, 3),
+        "bare_matmul_s": round(matmul_s, 3),
         "ratio_model_vs_matmul": round(model_s / max(matmul_s, 1e-9), 2),
-        "users_per_s": round(args.users / model_s), "target_s": args.target_s,
-        "meets_target": model_s <= args.target_s, "machine": machine(),
+        # CPU seconds over all threads: on a shared machine, model_cpu_s / threads is the
+        # wall time the run would take alone (wall clocks include other jobs' time slices).
+        "model_cpu_s": round(model_cpu_s, 3),
+        "load_average": os.getloadavg()[0],
+        "users_per_s": round(args.users / model_s),
+        "target_s": args.target_s,
+        "meets_target": model_s <= args.target_s,
+        "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -78,14 +78,18 @@ def known_events(logs: list[EventLog], user_keys: list[np.ndarray]) -> EventLog:
 
     frame = pd.DataFrame(
         {
-            "user": np.concatenate([keys[log.user] for log, keys in zip(logs, user_keys, strict=True)]),
+            "user": np.concatenate(
+                [keys[log.user] for log, keys in zip(logs, user_keys, strict=True)]
+            ),
             "items": np.concatenate([log.items for log in logs]),
             "types": np.concatenate([log.types for log in logs]),
             "ts": np.concatenate([log.ts for log in logs]),
         }
     ).drop_duplicates()
     codes = pd.factorize(frame["user"])[0]
-    return EventLog(codes.astype(np.int64), *(frame[c].to_numpy(np.int64) for c in ("items", "types", "ts")))
+    return EventLog(
+        codes.astype(np.int64), *(frame[c].to_numpy(np.int64) for c in ("items", "types", "ts"))
+    )
 
 
 def popularity_prior(items: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -99,7 +103,9 @@ class Popularity:
 
     name = "popularity"
 
-    def __init__(self, train: EventLog, vocab_size: int, target_types: list[int], prior: np.ndarray):
+    def __init__(
+        self, train: EventLog, vocab_size: int, target_types: list[int], prior: np.ndarray
+    ):
         wanted = np.isin(train.types, target_types)
         counts = np.bincount(train.items[wanted], minlength=vocab_size)[:vocab_size]
         self._row = (counts + prior).astype(np.float32)  # (V,)

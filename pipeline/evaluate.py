@@ -30,19 +30,29 @@ MODEL_NAME = "model"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model folder or MLflow URI (models:/seqrec@champion)")
-    parser.add_argument("--sequences", required=True, type=Path, help="build_sequences output folder")
+    parser.add_argument(
+        "--model", required=True, help="model folder or MLflow URI (models:/seqrec@champion)"
+    )
+    parser.add_argument(
+        "--sequences", required=True, type=Path, help="build_sequences output folder"
+    )
     parser.add_argument("--metrics", required=True, type=Path, help="eval.json to write")
-    parser.add_argument("--scratch", help="the same transformer trained from scratch (the ablation)")
+    parser.add_argument(
+        "--scratch", help="the same transformer trained from scratch (the ablation)"
+    )
     parser.add_argument("--plots", type=Path, help="folder for metrics_at_k.csv and png/")
     parser.add_argument("--report", type=Path, help="folder for eval.md and eval.html")
     parser.add_argument(
-        "--training-logs", nargs="*", type=Path, default=[],
+        "--training-logs",
+        nargs="*",
+        type=Path,
+        default=[],
         help="per-epoch CSV logs (epoch, train_loss, val_ndcg@10, ...) to plot",
     )
     parser.add_argument("--split", choices=("test", "val"), default="test", help="examples to rank")
     parser.add_argument(
-        "--baselines", action="store_true",
+        "--baselines",
+        action="store_true",
         help="rank the baselines too (implied by --report or --scratch)",
     )
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
@@ -73,7 +83,9 @@ def load_sequence_data(folder: Path) -> SequenceData:
             raise InputError(f"{meta_path}: key {key!r} missing")
     vocab = pd.read_parquet(vocab_path, columns=["item_id", "index"])
     vocab_size = int(vocab["index"].max()) + 1 if len(vocab) else 3
-    return SequenceData(folder, meta, vocab, vocab_size, list(meta["event_types"]), int(meta["max_len"]))
+    return SequenceData(
+        folder, meta, vocab, vocab_size, list(meta["event_types"]), int(meta["max_len"])
+    )
 
 
 def _known_event_log(data: SequenceData, train, train_users):
@@ -87,7 +99,9 @@ def _known_event_log(data: SequenceData, train, train_users):
         path = data.folder / f"{name}.parquet"
         if path.is_file():
             logs.append(history_events(path, data.max_len))
-            keys.append(pq.read_table(path, columns=["user_id"]).column(0).to_numpy(zero_copy_only=False))
+            keys.append(
+                pq.read_table(path, columns=["user_id"]).column(0).to_numpy(zero_copy_only=False)
+            )
     return known_events(logs, keys)
 
 
@@ -118,16 +132,26 @@ def evaluate(
     recommenders = [ModelRecommender(MODEL_NAME, model_dir, data.vocab, data.event_types)]
     if scratch_spec:
         scratch_dir = resolve_model_dir(scratch_spec, work_dir / "scratch")
-        recommenders.append(ModelRecommender(SCRATCH_NAME, scratch_dir, data.vocab, data.event_types))
+        recommenders.append(
+            ModelRecommender(SCRATCH_NAME, scratch_dir, data.vocab, data.event_types)
+        )
     if with_baselines:
         target_names = data.meta.get("target_event_types", params.sequences.target_event_types)
-        target_types = [1 + data.event_types.index(n) for n in target_names if n in data.event_types]
+        target_types = [
+            1 + data.event_types.index(n) for n in target_names if n in data.event_types
+        ]
         recent_log = _known_event_log(data, train, train_users)
-        recommenders += build_baselines(train, recent_log, data.vocab_size, target_types, cfg.recent_days)
+        recommenders += build_baselines(
+            train, recent_log, data.vocab_size, target_types, cfg.recent_days
+        )
     results = [
         rank_examples(
-            rec, examples, data.vocab_size, batch_size=cfg.batch_size,
-            exclude_history=cfg.exclude_history, coverage_k=cfg.report_k,
+            rec,
+            examples,
+            data.vocab_size,
+            batch_size=cfg.batch_size,
+            exclude_history=cfg.exclude_history,
+            coverage_k=cfg.report_k,
         )
         for rec in recommenders
     ]
@@ -139,8 +163,14 @@ def evaluate(
         short_history_max=cfg.short_history_max,
     )
     document = assemble(
-        results[0], results[1:], examples, masks, ks=list(cfg.ks), report_k=cfg.report_k,
-        vocab_size=data.vocab_size, event_types=data.event_types,
+        results[0],
+        results[1:],
+        examples,
+        masks,
+        ks=list(cfg.ks),
+        report_k=cfg.report_k,
+        vocab_size=data.vocab_size,
+        event_types=data.event_types,
     )
     details = {
         "model_dir": str(model_dir),
@@ -175,14 +205,18 @@ def flatten_for_mlflow(document: dict) -> dict[str, float]:
     return flat
 
 
-def log_to_mlflow(document: dict, details: dict, params, params_path: str, files: list[Path]) -> None:
+def log_to_mlflow(
+    document: dict, details: dict, params, params_path: str, files: list[Path]
+) -> None:
     import mlflow
 
     from pipeline.tracking import stage_run
 
     with stage_run("evaluate", experiment=params.registry.experiment, params_path=params_path):
         mlflow.log_params({f"evaluate.{k}": v for k, v in params.evaluate.model_dump().items()})
-        mlflow.log_params({"evaluate.split": details["split"], "evaluate.examples": details["examples"]})
+        mlflow.log_params(
+            {"evaluate.split": details["split"], "evaluate.examples": details["examples"]}
+        )
         mlflow.log_metrics(flatten_for_mlflow(document))
         mlflow.log_dict(details, "evaluate/details.json")
         for path in files:
@@ -197,8 +231,13 @@ def run(args: argparse.Namespace) -> int:
     full_stage = args.report is not None or args.scratch is not None
     with tempfile.TemporaryDirectory(prefix="seqrec-eval-") as tmp:
         document, details = evaluate(
-            args.model, data, params, split=args.split, scratch_spec=args.scratch,
-            with_baselines=args.baselines or full_stage, work_dir=Path(tmp),
+            args.model,
+            data,
+            params,
+            split=args.split,
+            scratch_spec=args.scratch,
+            with_baselines=args.baselines or full_stage,
+            work_dir=Path(tmp),
         )
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -208,8 +247,12 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.report import write_outputs
 
         files += write_outputs(
-            document, details, plots_dir=args.plots, report_dir=args.report,
-            training_logs=args.training_logs, report_k=params.evaluate.report_k,
+            document,
+            details,
+            plots_dir=args.plots,
+            report_dir=args.report,
+            training_logs=args.training_logs,
+            report_k=params.evaluate.report_k,
         )
     if full_stage and not args.no_track:
         log_to_mlflow(document, details, params, args.params, files)

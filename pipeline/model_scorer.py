@@ -35,8 +35,11 @@ def is_mlflow_uri(spec: str) -> bool:
 def find_model_folder(root: Path) -> Path:
     """The shallowest folder under `root` holding config.json, model.safetensors, vocab.parquet."""
     candidates = sorted(
-        (path.parent for path in root.rglob(MODEL_FILES[0])
-         if all((path.parent / name).is_file() for name in MODEL_FILES)),
+        (
+            path.parent
+            for path in root.rglob(MODEL_FILES[0])
+            if all((path.parent / name).is_file() for name in MODEL_FILES)
+        ),
         key=lambda folder: (len(folder.relative_to(root).parts), str(folder)),
     )
     if not candidates:
@@ -88,9 +91,7 @@ def map_vocab(current: pd.DataFrame, model: pd.DataFrame) -> VocabMapping:
     cur_index = merged["index_cur"].to_numpy(np.int64)
     score_columns[cur_index[known]] = merged["index_model"].to_numpy()[known].astype(np.int64)
     history_map = np.where(score_columns >= 0, score_columns, UNK_INDEX)
-    identity = cur_size == model_size and bool(
-        np.array_equal(score_columns, np.arange(cur_size))
-    )
+    identity = cur_size == model_size and bool(np.array_equal(score_columns, np.arange(cur_size)))
     n_unknown = int((score_columns[N_RESERVED_TOKENS:] < 0).sum())
     return VocabMapping(history_map, score_columns, identity, n_unknown)
 
@@ -104,7 +105,9 @@ def map_event_types(current: list[str], model: list[str]) -> np.ndarray:
 class ModelRecommender:
     """Wraps `model.score_last` (docs/interfaces.md "Model folders") as a recommender."""
 
-    def __init__(self, name: str, folder: Path, current_vocab: pd.DataFrame, event_types: list[str]):
+    def __init__(
+        self, name: str, folder: Path, current_vocab: pd.DataFrame, event_types: list[str]
+    ):
         import torch
 
         from pipeline.model import load_model_dir
@@ -122,7 +125,8 @@ class ModelRecommender:
         if self.mapping.n_unknown:
             log.warning(
                 "%s: %d current items unknown to the model; they score -inf",
-                name, self.mapping.n_unknown,
+                name,
+                self.mapping.n_unknown,
             )
 
     def score_with_purchase(self, batch: HistoryBatch) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.metrics import N_RESERVED_TOKENS
 from pipeline.report_plots import (
     RANK_METRICS,
     ks_in,
@@ -55,7 +56,8 @@ def fmt(value) -> str:
 
 def _best_baseline(document: dict, key: str) -> tuple[str, float] | None:
     candidates = {
-        name: m[key] for name, m in document.get("baselines", {}).items()
+        name: m[key]
+        for name, m in document.get("baselines", {}).items()
         if name != SCRATCH_NAME and key in m
     }
     if not candidates:
@@ -76,12 +78,15 @@ def summary_line(document: dict, k: int) -> str:
     best = _best_baseline(document, key)
     if best is not None:
         name, value = best
-        parts.append(f"best baseline {name} {value:.4f}: {model - value:+.4f}{_relative(model - value, value)}")
+        gain = model - value
+        parts.append(f"best baseline {name} {value:.4f}: {gain:+.4f}{_relative(gain, value)}")
     scratch = document.get("baselines", {}).get(SCRATCH_NAME)
     if scratch is not None:
         value = scratch[key]
-        parts.append(f"pretraining gain over the same transformer from scratch ({value:.4f}): "
-                     f"{model - value:+.4f}{_relative(model - value, value)}")
+        parts.append(
+            f"pretraining gain over the same transformer from scratch ({value:.4f}): "
+            f"{model - value:+.4f}{_relative(model - value, value)}"
+        )
     return "; ".join(parts) + "."
 
 
@@ -112,42 +117,70 @@ def build_tables(document: dict, details: dict, k: int) -> list[Table]:
     ks = ks_in(document["model"])
     keys = [f"{m}@{kk}" for kk in ks for m in RANK_METRICS] + [f"coverage@{k}"]
     overall = [[name, *(m.get(key) for key in keys)] for name, m in recommenders.items()]
-    tables = [Table(
-        f"Model vs baselines ({details['split']} split, full ranking over {details['vocab_size'] - 3} items)",
-        ["recommender", *[key.upper() for key in keys]], _bold_best(overall, 1, set()),
-        "Ties rank pessimistically; a target unknown to a model counts as a miss.",
-    )]
-    purchase = [[name, *(m.get(key) for key in PURCHASE_KEYS)]
-                for name, m in recommenders.items() if "purchase_examples" in m]
+    tables = [
+        Table(
+            f"Model vs baselines ({details['split']} split, "
+            f"full ranking over {details['vocab_size'] - N_RESERVED_TOKENS} items)",
+            ["recommender", *[key.upper() for key in keys]],
+            _bold_best(overall, 1, set()),
+            "Ties rank pessimistically; a target unknown to a model counts as a miss.",
+        )
+    ]
+    purchase = [
+        [name, *(m.get(key) for key in PURCHASE_KEYS)]
+        for name, m in recommenders.items()
+        if "purchase_examples" in m
+    ]
     if purchase:
         lower = {1 + i for i, key in enumerate(PURCHASE_KEYS) if key in LOWER_IS_BETTER}
-        tables.append(Table(
-            "Purchase head (cart/purchase targets, label = purchase)",
-            ["model", "AUC", "log-loss", "examples"], _bold_best(purchase, 1, lower),
-            "AUC is '–' when the examples hold only one class.",
-        ))
+        tables.append(
+            Table(
+                "Purchase head (cart/purchase targets, label = purchase)",
+                ["model", "AUC", "log-loss", "examples"],
+                _bold_best(purchase, 1, lower),
+                "AUC is '–' when the examples hold only one class.",
+            )
+        )
     slices = document.get("slices", {})
     names = [n for n in recommenders if any(n in s for s in slices.values())]
     for metric in ("ndcg", "hr"):
-        rows = [[s, block["examples"], *(block.get(n, {}).get(f"{metric}@{k}") for n in names)]
-                for s, block in slices.items()]
+        rows = [
+            [s, block["examples"], *(block.get(n, {}).get(f"{metric}@{k}") for n in names)]
+            for s, block in slices.items()
+        ]
         if rows:
-            tables.append(Table(f"Slices: {metric.upper()}@{k}", ["slice", "examples", *names],
-                                _bold_best(rows, 2, set(), per_row=True)))
-    run_rows = [["examples", details["examples"]], ["exclude_history", details["exclude_history"]],
-                ["current items unknown to the model", details.get("unknown_items", 0)],
-                *[[f"ranking time {name} (s)", s] for name, s in details["seconds"].items()]]
+            tables.append(
+                Table(
+                    f"Slices: {metric.upper()}@{k}",
+                    ["slice", "examples", *names],
+                    _bold_best(rows, 2, set(), per_row=True),
+                )
+            )
+    run_rows = [
+        ["examples", details["examples"]],
+        ["exclude_history", details["exclude_history"]],
+        ["current items unknown to the model", details.get("unknown_items", 0)],
+        *[[f"ranking time {name} (s)", s] for name, s in details["seconds"].items()],
+    ]
     tables.append(Table("Run", ["", "value"], [[str(a), fmt(b)] for a, b in run_rows]))
     return tables
 
 
-def render_markdown(title: str, summary: str, tables: list[Table], images: list[tuple[str, str]]) -> str:
+def render_markdown(
+    title: str, summary: str, tables: list[Table], images: list[tuple[str, str]]
+) -> str:
     lines = [f"# {title}", "", f"**{summary}**", ""]
     for table in tables:
-        lines += [f"## {table.title}", "", "| " + " | ".join(table.headers) + " |",
-                  "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(table.headers))) + "|"]
+        lines += [
+            f"## {table.title}",
+            "",
+            "| " + " | ".join(table.headers) + " |",
+            "|"
+            + "|".join(" --- " if i == 0 else " ---: " for i in range(len(table.headers)))
+            + "|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in table.rows]
-        lines += ([f"", f"_{table.note}_"] if table.note else []) + [""]
+        lines += (["", f"_{table.note}_"] if table.note else []) + [""]
     if images:
         lines += ["## Plots", ""] + [f"![{caption}]({ref})\n" for caption, ref in images]
     return "\n".join(lines)
@@ -159,13 +192,20 @@ def _html_cell(text: str, tag: str) -> str:
     return f"<{tag}>{html.escape(text)}</{tag}>"
 
 
-def render_html(title: str, summary: str, tables: list[Table], images: list[tuple[str, Path]]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='summary'>{html.escape(summary)}</p>"]
+def render_html(
+    title: str, summary: str, tables: list[Table], images: list[tuple[str, Path]]
+) -> str:
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p class='summary'>{html.escape(summary)}</p>",
+    ]
     for table in tables:
-        parts.append(f"<h2>{html.escape(table.title)}</h2><table><thead><tr>"
-                     + "".join(_html_cell(h, "th") for h in table.headers) + "</tr></thead><tbody>")
+        parts.append(
+            f"<h2>{html.escape(table.title)}</h2><table><thead><tr>"
+            + "".join(_html_cell(h, "th") for h in table.headers)
+            + "</tr></thead><tbody>"
+        )
         for row in table.rows:
             css = " class='model'" if row and row[0].strip("*") == "model" else ""
             parts.append(f"<tr{css}>" + "".join(_html_cell(c, "td") for c in row) + "</tr>")
@@ -176,8 +216,10 @@ def render_html(title: str, summary: str, tables: list[Table], images: list[tupl
         parts.append("<h2>Plots</h2>")
     for caption, path in images:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(f"<h3>{html.escape(caption)}</h3><img alt='{html.escape(caption)}' "
-                     f"src='data:image/png;base64,{data}'>")
+        parts.append(
+            f"<h3>{html.escape(caption)}</h3><img alt='{html.escape(caption)}' "
+            f"src='data:image/png;base64,{data}'>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -200,7 +242,9 @@ def write_outputs(
     png_dir.mkdir(parents=True, exist_ok=True)
     images = [("Ranking metrics at k", plot_metrics_at_k(document, png_dir / "metrics_at_k.png"))]
     if document.get("slices"):
-        images.append((f"NDCG@{report_k} by slice", plot_slices(document, report_k, png_dir / "slices.png")))
+        images.append(
+            (f"NDCG@{report_k} by slice", plot_slices(document, report_k, png_dir / "slices.png"))
+        )
     curves = plot_training_curves(training_logs, png_dir / "training_curves.png")
     if curves is not None:
         images.append(("Training curves (validation NDCG@10, train loss)", curves))
@@ -212,6 +256,10 @@ def write_outputs(
     summary = summary_line(document, report_k)
     tables = build_tables(document, details, report_k)
     md_images = [(c, Path(os.path.relpath(p, report_dir)).as_posix()) for c, p in images]
-    (report_dir / "eval.md").write_text(render_markdown(title, summary, tables, md_images), encoding="utf-8")
-    (report_dir / "eval.html").write_text(render_html(title, summary, tables, images), encoding="utf-8")
+    (report_dir / "eval.md").write_text(
+        render_markdown(title, summary, tables, md_images), encoding="utf-8"
+    )
+    (report_dir / "eval.html").write_text(
+        render_html(title, summary, tables, images), encoding="utf-8"
+    )
     return [*written, report_dir / "eval.md", report_dir / "eval.html"]

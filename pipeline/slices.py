@@ -26,6 +26,7 @@ from pipeline.ranking import Examples, RankResult
 
 PURCHASE_TYPE = "purchase"
 PURCHASE_HEAD_TYPES = ("cart", "purchase")  # examples the purchase head is judged on
+SLICE_METRICS = ("ndcg", "hr")
 
 
 def head_items(train_items: np.ndarray, vocab_size: int, head_share: float) -> np.ndarray:
@@ -110,7 +111,11 @@ def recommender_metrics(
 def slice_metrics(
     results: list[RankResult], masks: dict[str, np.ndarray], k: int
 ) -> dict[str, dict]:
-    """{slice: {"examples": n, recommender: {ndcg@k, hr@k, mrr@k}}} for non-empty slices."""
+    """{slice: {"examples": n, recommender: {ndcg@k, hr@k}}} for non-empty slices.
+
+    MRR is left out here (it is in the overall block): slices x recommenders already make
+    the largest part of eval.json.
+    """
     out: dict[str, dict] = {}
     for name, mask in masks.items():
         n_examples = int(mask.sum())
@@ -118,7 +123,8 @@ def slice_metrics(
             continue
         block: dict = {"examples": n_examples}
         for result in results:
-            block[result.name] = ranking_metrics(result.ranks[mask], [k])
+            metrics = ranking_metrics(result.ranks[mask], [k])
+            block[result.name] = {f"{m}@{k}": metrics[f"{m}@{k}"] for m in SLICE_METRICS}
         out[name] = block
     return out
 
@@ -138,8 +144,12 @@ def assemble(
 
     def block(result: RankResult) -> dict:
         return recommender_metrics(
-            result, examples, ks=ks, coverage_k=report_k,
-            vocab_size=vocab_size, event_types=event_types,
+            result,
+            examples,
+            ks=ks,
+            coverage_k=report_k,
+            vocab_size=vocab_size,
+            event_types=event_types,
         )
 
     document = {

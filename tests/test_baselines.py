@@ -24,7 +24,8 @@ T0 = 1_700_000_000 // DAY * DAY  # midnight, so hour buckets line up with the ev
 def log(users, items, types=None, ts=None):
     n = len(items)
     return EventLog(
-        np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64),
+        np.asarray(users, dtype=np.int64),
+        np.asarray(items, dtype=np.int64),
         np.asarray(types if types is not None else [VIEW] * n, dtype=np.int64),
         np.asarray(ts if ts is not None else [T0] * n, dtype=np.int64),
     )
@@ -33,7 +34,9 @@ def log(users, items, types=None, ts=None):
 def batch(histories, request_ts=None):
     width = max(len(h) for h in histories)
     items = np.array([[0] * (width - len(h)) + list(h) for h in histories], dtype=np.int64)
-    request = np.asarray(request_ts if request_ts is not None else [T0] * len(histories), dtype=np.int64)
+    request = np.asarray(
+        request_ts if request_ts is not None else [T0] * len(histories), dtype=np.int64
+    )
     return HistoryBatch(items, (items > 0).astype(np.int64), np.zeros_like(items), request)
 
 
@@ -84,10 +87,15 @@ def test_recent_popularity_uses_only_the_window_before_the_request_hour():
     events = log(
         [0] * 7,
         [3, 3, 3, 4, 4, 5, 6],
-        ts=[T0 - 10 * DAY, T0 - 10 * DAY, T0 - 10 * DAY,  # item 3: old news
-            T0 - DAY, T0 - 2 * DAY,  # item 4: inside a 7-day window
+        ts=[
+            T0 - 10 * DAY,
+            T0 - 10 * DAY,
+            T0 - 10 * DAY,  # item 3: old news
+            T0 - DAY,
+            T0 - 2 * DAY,  # item 4: inside a 7-day window
             T0 - hour,  # item 5: an hour before
-            T0 + 10],  # item 6: in the request's own hour -> must not count
+            T0 + 10,
+        ],  # item 6: in the request's own hour -> must not count
     )
     prior = popularity_prior(events.items, V)
     rec = RecentPopularity(events, V, window_days=7, prior=prior)
@@ -123,7 +131,12 @@ def test_known_events_drops_overlapping_copies():
 def test_build_baselines_all_score_the_same_shape():
     train = log([0, 0, 1], [3, 4, 5], [VIEW, CART, PURCHASE], [T0 - 3, T0 - 2, T0 - 1])
     recs = build_baselines(train, train, V, [CART, PURCHASE], recent_days=7)
-    assert [r.name for r in recs] == ["popularity", "recent_popularity", "transitions", "repeat_last"]
+    assert [r.name for r in recs] == [
+        "popularity",
+        "recent_popularity",
+        "transitions",
+        "repeat_last",
+    ]
     for rec in recs:
         scores = rec.score(batch([[3, 4], [5]], [T0 + DAY, T0 + DAY]))
         assert scores.shape == (2, V) and scores.dtype == np.float32, rec.name

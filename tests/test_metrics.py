@@ -69,7 +69,9 @@ def test_history_exclusion_moves_ranks():
 
 
 def test_top_k_and_coverage_skip_unrankable():
-    scores = np.array([[NEG, NEG, NEG, 0.5, NEG, 0.1], [NEG, NEG, NEG, 0.2, 0.3, NEG]], dtype=np.float32)
+    scores = np.array(
+        [[NEG, NEG, NEG, 0.5, NEG, 0.1], [NEG, NEG, NEG, 0.2, 0.3, NEG]], dtype=np.float32
+    )
     items = top_k_items(scores, 2)
     recommended = np.zeros(6, dtype=bool)
     recommended[items] = True
@@ -85,7 +87,9 @@ def test_auc_hand_computed_with_ties_and_one_class():
 
 
 def test_log_loss_is_stable_and_correct():
-    assert log_loss_from_logits(np.array([1, 0]), np.array([0.0, 0.0])) == pytest.approx(math.log(2))
+    assert log_loss_from_logits(np.array([1, 0]), np.array([0.0, 0.0])) == pytest.approx(
+        math.log(2)
+    )
     assert log_loss_from_logits(np.array([1, 0]), np.array([1000.0, -1000.0])) == pytest.approx(0.0)
     assert log_loss_from_logits(np.array([0]), np.array([1000.0])) == pytest.approx(1000.0)
     assert log_loss_from_logits(np.array([]), np.array([])) is None
@@ -93,7 +97,8 @@ def test_log_loss_is_stable_and_correct():
 
 def test_rounded_recurses():
     assert rounded({"a": 0.1234567, "b": {"c": 2 / 3, "n": 5}}) == {
-        "a": 0.12346, "b": {"c": 0.66667, "n": 5}
+        "a": 0.12346,
+        "b": {"c": 0.66667, "n": 5},
     }
 
 
@@ -119,9 +124,13 @@ def tiny_examples(histories, targets):
     items = np.array([[0] * (width - len(h)) + h for h in histories], dtype=np.int64)
     n = len(targets)
     return Examples(
-        user_ids=np.array([f"u{i}" for i in range(n)], dtype=object), items=items,
-        types=(items > 0).astype(np.int64), ts=items * 0, lengths=(items > 0).sum(1),
-        target_item=np.array(targets, dtype=np.int64), target_type=np.full(n, 2),
+        user_ids=np.array([f"u{i}" for i in range(n)], dtype=object),
+        items=items,
+        types=(items > 0).astype(np.int64),
+        ts=items * 0,
+        lengths=(items > 0).sum(1),
+        target_item=np.array(targets, dtype=np.int64),
+        target_type=np.full(n, 2),
         target_ts=np.arange(n, dtype=np.int64),
     )
 
@@ -130,9 +139,13 @@ def tiny_examples(histories, targets):
 def test_rank_examples_batches_and_exclusion(batch_size):
     examples = tiny_examples([[3], [4, 3], [6]], [4, 5, 6])
     rec = FixedScores("fixed", [0, 0, 0, 0.9, 0.8, 0.7, 0.6])
-    kept = rank_examples(rec, examples, 7, batch_size=batch_size, exclude_history=False, coverage_k=2)
+    kept = rank_examples(
+        rec, examples, 7, batch_size=batch_size, exclude_history=False, coverage_k=2
+    )
     assert kept.ranks.tolist() == [2.0, 3.0, 4.0]
-    dropped = rank_examples(rec, examples, 7, batch_size=batch_size, exclude_history=True, coverage_k=2)
+    dropped = rank_examples(
+        rec, examples, 7, batch_size=batch_size, exclude_history=True, coverage_k=2
+    )
     assert dropped.ranks.tolist() == [1.0, 1.0, math.inf]
     assert kept.recommended.nonzero()[0].tolist() == [3, 4]
     assert dropped.recommended.nonzero()[0].tolist() == [3, 4, 5, 6]
@@ -143,5 +156,11 @@ def test_rank_examples_rejects_wrong_shape():
 
     examples = tiny_examples([[3]], [4])
     with pytest.raises(ModelError, match="expected"):
-        rank_examples(FixedScores("short", [0, 0, 0, 1]), examples, 7,
-                      batch_size=4, exclude_history=False, coverage_k=2)
+        rank_examples(
+            FixedScores("short", [0, 0, 0, 1]),
+            examples,
+            7,
+            batch_size=4,
+            exclude_history=False,
+            coverage_k=2,
+        )
