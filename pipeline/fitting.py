@@ -164,6 +164,8 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
     section = params.finetune if spec.finetune else params.pretrain
     pl.seed_everything(params.trainer.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(params.trainer.float32_matmul_precision)
+    if params.trainer.cpu_threads:
+        torch.set_num_threads(params.trainer.cpu_threads)
     precision = resolve_precision(params.trainer.precision)
     data = load_sequences(sequences_dir)
     config = build_config(params, data)
@@ -211,6 +213,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         enable_model_summary=False,
     )
     finished = resume is not None and checkpoint_finished(resume)
+    resumed_from_step = _ckpt_step(resume) if resume else None
     if finished:
         log.info("%s: training had already finished (early stopping); exporting", resume)
         tracker.setup(trainer, module, "fit")
@@ -227,7 +230,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         "stage": spec.name, "init": str(spec.init_dir) if spec.init_dir else "scratch",
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "resumed_from": str(resume) if resume else None,
-        "resumed_from_step": _ckpt_step(resume) if resume else None,
+        "resumed_from_step": resumed_from_step,
         "best_checkpoint": str(best_path) if best_path and best_path.is_file() else None,
         f"best_{VAL_METRIC}": float(best_cb.best_model_score) if best_cb is not None and
         best_cb.best_model_score is not None else metrics.get(VAL_METRIC),

@@ -102,20 +102,27 @@ class SeqRecModule(pl.LightningModule):
         logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + S)
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def batch_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`loss` (what is optimised), `item_loss` and, when weighted, `purchase_loss`."""
         hidden = self.model(batch["items"], batch["types"], batch["ts"])  # (B, T, D)
         mask = batch["item_mask"]  # (B, T)
         at_targets = hidden[mask]  # (N, D): only positions with a target reach the logits
-        loss = self.item_loss(at_targets, batch["next_items"][mask])
-        n = int(mask.sum())
-        self.log("train_item_loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        losses = {"item_loss": self.item_loss(at_targets, batch["next_items"][mask])}
+        losses["loss"] = losses["item_loss"]
         if self.hparams.purchase_loss_weight > 0:
-            purchase = F.binary_cross_entropy_with_logits(
+            losses["purchase_loss"] = F.binary_cross_entropy_with_logits(
                 self.model.purchase_logit(at_targets).float(), batch["purchase_label"][mask])
-            self.log("train_purchase_loss", purchase, on_step=False, on_epoch=True, batch_size=n)
-            loss = loss + self.hparams.purchase_loss_weight * purchase
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        return loss
+            losses["loss"] = losses["loss"] + (self.hparams.purchase_loss_weight
+                                               * losses["purchase_loss"])
+        return losses
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.batch_losses(batch)
+        n = int(batch["item_mask"].sum())
+        for name, value in losses.items():
+            self.log(f"train_{name}", value, on_step=name == "loss", on_epoch=True,
+                     prog_bar=name == "loss", batch_size=n)
+        return losses["loss"]
 
     # ---- validation ---------------------------------------------------------------------
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
