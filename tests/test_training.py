@@ -170,12 +170,14 @@ def test_precision_auto_is_fp32_on_cpu_and_bf16_on_cpu_is_refused():
         resolve_precision("bf16-mixed")
 
 
-def test_pretrain_then_finetune_via_cli_writes_model_folders(tmp_path, mlflow_uri):
+def test_pretrain_then_finetune_via_cli_writes_model_folders(tmp_path, mlflow_uri,
+                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
     seq = write_tiny_sequences(tmp_path / "seq")
     params = write_params(tmp_path / "params.yaml")
     common = ("--params", str(params))
-    run_cli(*common, "pretrain", "--sequences", str(seq), "--out", "models/pretrained",
-            cwd=tmp_path, MLFLOW_TRACKING_URI=mlflow_uri)
+    # pretrain in this process (same entry point, cheaper); finetune as a real subprocess
+    assert main([*common, "pretrain", "--sequences", str(seq), "--out", "models/pretrained"]) == 0
     proc = run_cli(*common, "finetune", "--sequences", str(seq), "--pretrained",
                    "models/pretrained", "--out", "models/finetuned", "--checkpoints",
                    "checkpoints/finetune", "--log", "metrics/finetune_log.csv",
@@ -265,3 +267,14 @@ def test_killed_finetune_resumes_from_its_step_checkpoint(tmp_path, mlflow_uri):
     assert training["train_steps"] == 3 * steps_per_epoch - killed_at  # nothing redone
     with (tmp_path / "log.csv").open() as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bf16_mixed_training_steps(tmp_path):
+    assert resolve_precision("auto") == "bf16-mixed"
+    module, data = tiny_module(write_tiny_sequences(tmp_path / "seq"))
+    train, val = make_loaders(data, 16, finetune=True, num_workers=0)
+    trainer = pl.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", fast_dev_run=3,
+                         logger=False, enable_progress_bar=False)
+    trainer.fit(module, train, val)
+    assert torch.isfinite(trainer.callback_metrics["train_loss"])
