@@ -128,7 +128,7 @@ def resumable_checkpoint(checkpoints: Path, expected: str) -> Path | None:
         return last
     if found is not None:
         log.warning("%s: params, data or initial weights changed; starting afresh", last)
-    shutil.rmtree(checkpoints)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # DDP ranks may race here
     return None
 
 
