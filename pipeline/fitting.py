@@ -203,7 +203,9 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
     trainer = pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=precision, gradient_clip_val=t.gradient_clip_val or None,
-        deterministic=t.deterministic, max_epochs=section.epochs,
+        # "warn": deterministic kernels wherever torch has them, a warning (not a crash
+        # mid-run) for a CUDA op without one.
+        deterministic="warn" if t.deterministic else False, max_epochs=section.epochs,
         max_time=timedelta(minutes=section.max_time_minutes) if section.max_time_minutes
         else None,
         check_val_every_n_epoch=section.val_every_n_epochs,

@@ -278,3 +278,20 @@ def test_gpu_bf16_mixed_training_steps(tmp_path):
                          logger=False, enable_progress_bar=False)
     trainer.fit(module, train, val)
     assert torch.isfinite(trainer.callback_metrics["train_loss"])
+
+
+def test_same_seed_and_params_give_the_same_weights(tmp_path, mlflow_uri):
+    from safetensors.torch import load_file
+
+    seq = write_tiny_sequences(tmp_path / "seq")
+    params = write_params(tmp_path / "params.yaml", finetune={"epochs": 1},
+                          model={"dropout": 0.3})
+    weights = []
+    for run in ("a", "b"):
+        assert main(["--params", str(params), "finetune", "--init", "scratch", "--sequences",
+                     str(seq), "--out", str(tmp_path / run), "--checkpoints",
+                     str(tmp_path / f"ck_{run}")]) == 0
+        weights.append(load_file(tmp_path / run / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
