@@ -19,7 +19,7 @@ from pipeline.cli import main
 from pipeline.data import load_sequences, make_loaders
 from pipeline.errors import ModelError
 from pipeline.fitting import resolve_precision
-from pipeline.model import N_RESERVED, load_model_dir
+from pipeline.model import load_model_dir
 from pipeline.params import ParamsError
 from pipeline.training import SeqRecModule, ndcg_hr_at_k, warmup_cosine
 from tests.conftest import cli_env, run_cli
@@ -236,7 +236,6 @@ def test_finetune_from_scratch_and_pretrained_mismatches(tmp_path, mlflow_uri, c
     with pytest.raises(ModelError, match="pretrained model folder not found"):
         from pipeline.fitting import load_initial_weights
         load_initial_weights(None, tmp_path / "missing", None)
-    assert N_RESERVED == 3
 
 
 def test_killed_finetune_resumes_from_its_step_checkpoint(tmp_path, mlflow_uri):
