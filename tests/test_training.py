@@ -224,8 +224,9 @@ def test_finetune_from_scratch_and_pretrained_mismatches(tmp_path, mlflow_uri, c
     wide = write_params(tmp_path / "wide.yaml", model={"hidden_dim": 32})
     code = main(["--params", str(wide), "finetune", "--sequences", str(seq), "--pretrained",
                  str(out), "--out", str(tmp_path / "x"), "--checkpoints", str(tmp_path / "ck")])
-    err = capsys.readouterr().err.strip()
-    assert code == 1 and "hidden_dim=16 (params/data: 32)" in err and "\n" not in err
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert code == 1 and len(errors) == 1 and errors[0].startswith("error: ")
+    assert "hidden_dim=16 (params/data: 32)" in errors[0]
 
     other = write_tiny_sequences(tmp_path / "other", n_items=12, seed=3)
     vocab = load_model_dir(out)[2]
