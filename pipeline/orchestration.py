@@ -90,8 +90,7 @@ def snapshot(project: Path, run_id: str) -> dict[str, Any] | None:
         return None
     run_key = safe_name(run_id)
     workspace = root / run_key
-    state = (params.airflow.workspace_root, params.airflow.landing_dir)
-    skip = tuple(Path(p).parts[0] for p in state)
+    skip = (params.airflow.workspace_root, params.airflow.landing_dir)
     create_workspace(project, workspace, skip, found, landing, params.airflow.landing_source)
     log.info("snapshot of %d files (%d new: %s) in %s", len(found.files), len(found.new),
              found.new, workspace)

@@ -145,11 +145,13 @@ def create_workspace(
 ) -> Path:
     """Copy the project's source files into `workspace`, share the DVC cache, add the data.
 
+    `skip`: project-relative folders never copied (the landing folder, the workspaces).
     Idempotent: a retry overwrites the source files and keeps outputs from the last try.
     Returns the workspace's params file.
     """
+    prefixes = tuple(Path(p).as_posix().rstrip("/") + "/" for p in skip)
     for rel in _project_files(project):
-        if rel.parts and rel.parts[0] in skip:
+        if rel.as_posix().startswith(prefixes):
             continue
         target = workspace / rel
         target.parent.mkdir(parents=True, exist_ok=True)
