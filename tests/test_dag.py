@@ -9,7 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
