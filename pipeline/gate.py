@@ -10,11 +10,12 @@ without Airflow or MLflow:
 
 Rules, all of which must hold:
 1. validation passed: no batch rule failed and every input row is accounted for;
-2. with a champion: `challenger[primary] - champion[primary] >= gate.min_improvement` and
-   strictly > 0 (a tie never replaces a champion); each guard metric may drop by at most its
-   tolerance in `gate.guard_tolerances`;
-3. without a champion: the primary metric beats the best baseline (of `gate.baselines`, or all
-   of them) by `>= gate.baseline_margin`, and strictly.
+2. with a champion: `challenger[primary] - champion[primary] >= gate.min_improvement` (so the
+   default 0.0 lets an equal model through to the approval step; set a small positive value
+   to demand a real gain, a negative one to accept a bounded drop); each guard metric may
+   drop by at most its tolerance in `gate.guard_tolerances`;
+3. without a champion: `model[primary] - best_baseline[primary] >= gate.baseline_margin`,
+   the best among `gate.baselines` (all baselines in eval.json when null).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class GateReport:
         return self.decision == PASSED
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "passed": self.passed}
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -103,15 +104,19 @@ def _model_metrics(evaluation: dict[str, Any], where: str) -> dict[str, float]:
 def validation_check(validation: dict[str, Any] | None) -> Check:
     """Validation passed: the file exists, rows add up, and no batch rule failed.
 
-    Accepts the validate stage's summary: `success`/`passed` at the top level when present,
-    and batch rule results as a list or mapping of objects with `success`/`passed`.
+    Accepts the validate stage's `metrics/validation.json` or summary: `batch_passed` (bool or
+    0/1), `success`/`passed` when present, and batch rule results (`batch` or `batch_rules`)
+    as a list or mapping of objects with `passed`/`success`.
     """
     if validation is None:
         return Check("validation", False, "metrics/validation.json is missing")
     failed: list[str] = []
-    for flag in ("success", "passed"):
-        if validation.get(flag) is False:
-            failed.append(f"{flag}=false")
+    for flag in ("batch_passed", "success", "passed"):  # bool, or 0/1 in metrics/validation.json
+        if flag in validation and not validation[flag]:
+            failed.append(f"{flag}={validation[flag]}")
+    failed_rules = validation.get("failed_rules")
+    if isinstance(failed_rules, list) and failed_rules:
+        failed.append("failed rules " + ", ".join(map(str, failed_rules)))
     rules = validation.get("batch_rules") or validation.get("batch") or []
     items = rules.items() if isinstance(rules, dict) else enumerate(rules)
     for name, result in items:
@@ -129,11 +134,11 @@ def validation_check(validation: dict[str, Any] | None) -> Check:
 
 def _beats(name: str, value: float, reference: float, margin: float, what: str) -> Check:
     delta = value - reference
-    passed = delta > 0 and delta >= margin
+    passed = delta >= margin
     verdict = "beats" if passed else "does not beat"
     detail = (
         f"{name}: challenger {value:.4f} {verdict} {what} {reference:.4f} "
-        f"(delta {delta:+.4f}, required >= {margin:+.4f} and > 0)"
+        f"(delta {delta:+.4f}, required >= {margin:+.4f})"
     )
     return Check(f"primary:{name}", passed, detail, value, reference, margin)
 

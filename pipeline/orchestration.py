@@ -42,8 +42,10 @@ GATE_REPORT = "reports/gate.json"
 SEQUENCES_DIR = "data/sequences"
 CHAMPION, CHALLENGER = "champion", "challenger"
 APPROVAL_TAG = "approval"
+APPROVAL_TAGS = (APPROVAL_TAG, "approved_by", "approved_at")  # written by `registry approve`
 DECISION_TAG = "seqrec.decision"
 SECONDS_PER_HOUR = 3600.0
+PROMOTER = "airflow:seqrec_retrain"
 
 
 def project_dir(default: Path | None = None) -> Path:
@@ -240,10 +242,10 @@ def poll_approval(project: Path, info: dict[str, Any], version: str) -> dict[str
     client = _client(project)
     name = params.registry.model_name
     mv = client.get_model_version(name, version)
-    tags = {k: v for k, v in mv.tags.items() if k.startswith(APPROVAL_TAG)}
+    tags = {k: v for k, v in mv.tags.items() if k in APPROVAL_TAGS}
     decision = mv.tags.get(APPROVAL_TAG)
     if decision in ("approved", "rejected"):
-        return {"decision": decision, "tags": tags}
+        return {"decision": decision, "by": mv.tags.get("approved_by"), "tags": tags}
     if champion_version(project, name) == version:
         return {"decision": "approved", "tags": {**tags, "via": "@champion moved by hand"}}
     waited_h = (time.time() - mv.creation_timestamp / 1000) / SECONDS_PER_HOUR
@@ -267,7 +269,7 @@ def conclude(project: Path, info: dict[str, Any], version: str,
         run_command(_cli(params, "registry", "approve", "--version", version, "--by", by),
                     workspace, env, cli_timeout_s, "approve")
     if decision in ("auto", "approved"):
-        run_command(_cli(params, "registry", "promote", "--version", version),
+        run_command(_cli(params, "registry", "promote", "--version", version, "--by", PROMOTER),
                     workspace, env, cli_timeout_s, "promote")
         now_champion = champion_version(project, params.registry.model_name)
         if now_champion != version:

@@ -43,9 +43,13 @@ def test_gain_below_min_improvement_fails():
     assert any("does not beat champion" in r for r in report.reasons)
 
 
-def test_tie_never_replaces_the_champion_even_with_zero_margin():
-    report = decide(evaluation(0.25, 0.5), evaluation(0.25, 0.5), VALID, gate(min_improvement=0))
-    assert not report.passed
+def test_margin_is_inclusive_and_may_be_negative():
+    tie = decide(evaluation(0.25, 0.5), evaluation(0.25, 0.5), VALID, gate(min_improvement=0))
+    assert tie.passed
+    drop = decide(evaluation(0.24, 0.5), evaluation(0.25, 0.5), VALID, gate(min_improvement=-0.02))
+    assert drop.passed
+    assert not decide(evaluation(0.22, 0.5), evaluation(0.25, 0.5), VALID,
+                      gate(min_improvement=-0.02)).passed
 
 
 def test_guard_metric_regression_beyond_tolerance_fails():
@@ -61,10 +65,12 @@ def test_guard_regression_within_tolerance_passes():
 
 
 def test_failed_validation_fails_the_gate_even_for_a_better_model():
-    failed = {**VALID, "success": False}
+    failed = {**VALID, "batch_passed": 0, "failed_rules": 1}
     report = decide(evaluation(0.40, 0.60), evaluation(0.25, 0.45), failed, gate())
     assert not report.passed
-    assert report.reasons == ["validation failed: success=false"]
+    assert report.reasons == ["validation failed: batch_passed=0"]
+    assert decide(evaluation(0.40, 0.60), evaluation(0.25, 0.45), {**VALID, "batch_passed": 1},
+                  gate()).passed
 
 
 def test_validation_rows_must_add_up_and_batch_rules_pass():
@@ -107,5 +113,6 @@ def test_report_is_json_serialisable_with_params_and_reasons():
     report = decide(evaluation(0.2, 0.5), evaluation(0.25, 0.5), VALID, gate()).to_dict()
     text = json.dumps(report)
     assert json.loads(text)["decision"] == "fail"
+    assert report["passed"] is False  # the registry reads this flag
     assert report["params"]["min_improvement"] == 0.01
     assert report["checks"][1]["threshold"] == 0.01
