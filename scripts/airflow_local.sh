@@ -52,23 +52,42 @@ export PYTHONPATH="$PROJECT_DIR${PYTHONPATH:+:$PYTHONPATH}"
 export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
 export GX_ANALYTICS_ENABLED=false MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 # The same settings for `airflow ...` commands in another shell (no secrets in it).
-export -p | grep -E ' (AIRFLOW__(CORE__DAGS_FOLDER|CORE__LOAD_EXAMPLES|DATABASE__|API__HOST|API__PORT|API__BASE_URL|CORE__EXECUTION_API)|AIRFLOW_HOME|SEQREC_PROJECT_DIR|MLFLOW_TRACKING_URI|PYTHONPATH)=' \
+export -p | grep -E ' (AIRFLOW__(CORE__DAGS_FOLDER|CORE__LOAD_EXAMPLES|DATABASE__SQL_ALCHEMY_CONN|API__HOST|API__PORT|API__BASE_URL|CORE__EXECUTION_API_SERVER_URL)|AIRFLOW_HOME|SEQREC_PROJECT_DIR|SEQREC_SCHEDULE|MLFLOW_TRACKING_URI|PYTHONPATH)=' \
   > "$AIRFLOW_HOME/env.sh"
 
-mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
+# Each server in its own process group, so stopping this script stops all their children.
+setsid mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
   --backend-store-uri "sqlite:///$PROJECT_DIR/mlflow.db" \
   --artifacts-destination "$PROJECT_DIR/mlartifacts" > "$AIRFLOW_HOME/mlflow.log" 2>&1 &
 MLFLOW_PID=$!
-airflow standalone &
+setsid airflow standalone &
 AIRFLOW_PID=$!
-# Stop both servers (and their children) when this script ends.
-trap 'kill "$AIRFLOW_PID" "$MLFLOW_PID" 2>/dev/null; wait' EXIT INT TERM
+stop() {
+  trap - EXIT INT TERM
+  kill -TERM -- "-$AIRFLOW_PID" "-$MLFLOW_PID" 2>/dev/null || true
+  for _ in $(seq 1 20); do
+    kill -0 -- "-$AIRFLOW_PID" 2>/dev/null || kill -0 -- "-$MLFLOW_PID" 2>/dev/null || return 0
+    sleep 1
+  done
+  kill -KILL -- "-$AIRFLOW_PID" "-$MLFLOW_PID" 2>/dev/null || true
+}
+trap stop EXIT INT TERM
 
+# standalone's "ready" does not wait for the API server; tasks need it (execution API).
+wait_http() {
+  for _ in $(seq 1 600); do
+    python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "$1" \
+      2>/dev/null && return 0
+    kill -0 "$AIRFLOW_PID" 2>/dev/null || { echo "airflow standalone exited" >&2; exit 1; }
+    sleep 1
+  done
+  echo "timed out waiting for $1" >&2
+  exit 1
+}
+wait_http "http://127.0.0.1:$API_PORT/api/v2/monitor/health"
+wait_http "http://127.0.0.1:$API_PORT/execution/health"
+wait_http "http://127.0.0.1:$MLFLOW_PORT/health"
 PASSWORDS="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
-for _ in $(seq 1 180); do
-  [[ -s "$PASSWORDS" ]] && break
-  sleep 1
-done
 cat <<EOF
 
   Airflow UI:   http://127.0.0.1:$API_PORT   (DAG: seqrec_retrain)
@@ -78,6 +97,6 @@ cat <<EOF
   AIRFLOW_HOME: $AIRFLOW_HOME   (logs: $AIRFLOW_HOME/logs, MLflow log: $AIRFLOW_HOME/mlflow.log)
   CLI:          source $AIRFLOW_HOME/env.sh && airflow dags trigger seqrec_retrain
   New data:     drop event files into $PROJECT_DIR/data/landing/
-
+seqrec: Airflow API and MLflow ready
 EOF
 wait "$AIRFLOW_PID"
