@@ -165,9 +165,9 @@ def dag_test(project: Path, env: dict[str, str], log_path: Path) -> dict:
     with log_path.open("w") as log:
         proc = subprocess.run(
             [sys.executable, "-c", DAG_TEST_SCRIPT, str(project / "dags")], env=env,
-            cwd=project, stdout=subprocess.PIPE, stderr=log, text=True, timeout=1800,
+            cwd=project, stdout=log, stderr=subprocess.STDOUT, timeout=1800,
         )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    lines = [ln for ln in log_path.read_text().splitlines() if ln.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         raise AssertionError(f"dag.test() failed ({proc.returncode}); see {log_path}:\n"
                              + log_path.read_text()[-4000:])
