@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONDONTWRITEBYTECODE := 1
+# dvc.yaml commands call `python`: make it the project's interpreter.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help install run test test-slow lint bench clean-state
 

@@ -35,7 +35,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="seqrec pipeline stages and tools.",
     )
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Libraries that narrate at INFO drown the stage's own lines.
+    for noisy in ("great_expectations", "alembic", "mlflow.store"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

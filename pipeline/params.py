@@ -10,6 +10,7 @@ Paths of stage outputs are *not* params: `dvc.yaml` passes them as arguments.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -77,14 +78,29 @@ class SyntheticParams(Section):
     n_brands: int = Field(default=60, gt=0)
     days: int = Field(default=60, gt=0)
     end_date: str = "2026-11-01"
-    sessions_per_user_mean: float = Field(default=6.0, gt=0)
-    views_per_session_mean: float = Field(default=6.0, gt=0)
-    zipf_exponent: float = Field(default=1.1, gt=0)
+    sessions_per_user_mean: float = Field(default=10.0, ge=1)
+    views_per_session_mean: float = Field(default=5.5, ge=1)
+    zipf_exponent: float = Field(default=1.0, gt=0)
+    category_focus: float = Field(default=0.7, ge=0, le=1)
+    similar_prob: float = Field(default=0.5, ge=0, le=1)
+    n_similar: int = Field(default=4, gt=0)
     cart_rate: float = Field(default=0.08, ge=0, le=1)
+    cart_later_share: float = Field(default=0.4, ge=0, le=1)
     purchase_rate: float = Field(default=0.4, ge=0, le=1)
     complement_prob: float = Field(default=0.5, ge=0, le=1)
+    consumable_share: float = Field(default=0.3, ge=0, le=1)
     repeat_prob: float = Field(default=0.3, ge=0, le=1)
     interest_drift: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SyntheticParams:
+        if self.n_categories > self.n_items:
+            raise ValueError("synthetic.n_categories must not exceed synthetic.n_items")
+        try:
+            date.fromisoformat(self.end_date)
+        except ValueError:
+            raise ValueError(f"synthetic.end_date {self.end_date!r} is not YYYY-MM-DD") from None
+        return self
 
 
 class ValidateParams(Section):
@@ -100,6 +116,21 @@ class ValidateParams(Section):
     min_users: int = Field(default=1, ge=0)
     min_items: int = Field(default=1, ge=0)
     gx_sample_rows: int = Field(default=200_000, gt=0)
+    reference_time: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ValidateParams:
+        for key in ("min_timestamp", "reference_time"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    datetime.fromisoformat(value)
+                except ValueError:
+                    raise ValueError(f"{key} {value!r} is not an ISO 8601 date/time") from None
+        band = self.purchase_rate_band
+        if band is not None and not 0 <= band[0] <= band[1] <= 1:
+            raise ValueError("purchase_rate_band must be [low, high] with 0 <= low <= high <= 1")
+        return self
 
 
 class SequencesParams(Section):
@@ -114,6 +145,7 @@ class SequencesParams(Section):
     target_event_types: list[str] = Field(default_factory=lambda: ["cart", "purchase"])
     previous_vocab: str | None = None
     max_oov_share: float = Field(default=0.5, ge=0, le=1)
+    max_examples_per_user: int | None = Field(default=10, gt=0)
 
 
 class ModelParams(Section):

@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+def _find_shared_data() -> Path:
+    """`../shared/data` beside the checkout (CI, main) or one level up (git worktrees)."""
+    if os.environ.get("SEQREC_SHARED_DATA"):
+        return Path(os.environ["SEQREC_SHARED_DATA"])
+    for base in (REPO_ROOT.parent, REPO_ROOT.parent.parent):
+        if (base / "shared" / "data").is_dir():
+            return base / "shared" / "data"
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+SHARED_DATA = _find_shared_data()
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
