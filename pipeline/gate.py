@@ -135,10 +135,9 @@ def validation_check(validation: dict[str, Any] | None) -> Check:
 def _beats(name: str, value: float, reference: float, margin: float, what: str) -> Check:
     delta = value - reference
     passed = delta >= margin
-    verdict = "beats" if passed else "does not beat"
     detail = (
-        f"{name}: challenger {value:.4f} {verdict} {what} {reference:.4f} "
-        f"(delta {delta:+.4f}, required >= {margin:+.4f})"
+        f"{name}: challenger {value:.4f} vs {what} {reference:.4f}: delta {delta:+.4f} "
+        f"{'meets' if passed else 'misses'} the required >= {margin:+.4f}"
     )
     return Check(f"primary:{name}", passed, detail, value, reference, margin)
 

@@ -183,7 +183,7 @@ class Reviewer(threading.Thread):
         self.decision, self.after_version, self.timeout_s = decision, after_version, timeout_s
         self.model_name, self.mlflow_uri = model_name, mlflow_uri
         self.version: str | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         from mlflow import MlflowClient
@@ -191,7 +191,7 @@ class Reviewer(threading.Thread):
 
         client = MlflowClient(tracking_uri=self.mlflow_uri, registry_uri=self.mlflow_uri)
         deadline = time.monotonic() + self.timeout_s
-        while not self._stop.is_set() and time.monotonic() < deadline:
+        while not self._halt.is_set() and time.monotonic() < deadline:
             try:
                 mv = client.get_model_version_by_alias(self.model_name, "challenger")
             except MlflowException:
@@ -202,7 +202,7 @@ class Reviewer(threading.Thread):
                     client.set_model_version_tag(self.model_name, mv.version, "approval",
                                                  self.decision)
                 return
-            self._stop.wait(1.0)
+            self._halt.wait(1.0)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()

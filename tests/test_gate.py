@@ -40,7 +40,7 @@ def test_challenger_that_beats_champion_passes_with_numbers():
 def test_gain_below_min_improvement_fails():
     report = decide(evaluation(0.255, 0.50), evaluation(0.25, 0.50), VALID, gate())
     assert not report.passed
-    assert any("does not beat champion" in r for r in report.reasons)
+    assert any("vs champion 0.2500: delta +0.0050 misses" in r for r in report.reasons)
 
 
 def test_margin_is_inclusive_and_may_be_negative():
@@ -88,7 +88,7 @@ def test_first_run_must_beat_best_baseline_by_margin():
     assert ok.passed and ok.best_baseline == "markov"
     short = decide(evaluation(0.083, 0.2), None, VALID, gate())
     assert not short.passed
-    assert "best baseline markov" in short.reasons[0]
+    assert "vs best baseline markov" in short.reasons[0]
     # guards only apply against a champion
     assert [c.name for c in ok.checks] == ["validation", "primary:ndcg@10"]
 

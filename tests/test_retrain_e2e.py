@@ -107,7 +107,7 @@ def test_retrain_promotes_rejects_and_expires(tmp_path):
         assert aliases(uri)["champion"] == v1
         report = gate_report(project)
         assert report["outcome"] == "gate_failed" and report["champion_version"] == v1
-        assert any("does not beat champion" in reason for reason in report["reasons"])
+        assert any("vs champion" in r and "misses" in r for r in report["reasons"])
 
         # 3. A reviewer rejects: recorded, the champion stays.
         set_params(project, NORMAL)
