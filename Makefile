@@ -45,5 +45,9 @@ test-slow: $(STAMP)  ## the slow suites (real Airflow scheduler, real datasets, 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check pipeline dags tests bench
 
+.PHONY: airflow
+airflow: $(STAMP) .dvc/config  ## local Airflow 3 (standalone) + MLflow server on 127.0.0.1 (docs/airflow.md)
+	SEQREC_BIN=$(abspath $(BIN)) bash scripts/airflow_local.sh
+
 clean-state:  ## remove generated pipeline state (keeps .venv)
 	rm -rf data/interim data/validated data/quarantine data/sequences models checkpoints reports plots metrics mlflow.db mlartifacts dvc.lock

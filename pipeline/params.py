@@ -234,6 +234,7 @@ class GateParams(Section):
     min_improvement: float = 0.0
     guard_tolerances: dict[str, float] = Field(default_factory=lambda: {"hr@10": 0.01})
     baseline_margin: float = 0.0
+    baselines: list[str] | None = None
     require_approval: bool = True
     approval_via: Literal["mlflow", "airflow"] = "mlflow"
     approval_timeout_hours: float = Field(default=72.0, gt=0)
@@ -248,6 +249,12 @@ class AirflowParams(Section):
     retries: int = Field(default=2, ge=0)
     retry_delay_minutes: float = Field(default=5.0, gt=0)
     pipeline_timeout_minutes: float = Field(default=240.0, gt=0)
+    task_timeout_minutes: float = Field(default=30.0, gt=0)
+    max_retry_delay_minutes: float = Field(default=60.0, gt=0)
+    landing_source: str | None = None
+    snapshot: Literal["all", "new"] = "all"
+    trigger_on_asset: bool = False
+    cli_command: str | None = None
 
 
 class Params(Section):
