@@ -124,6 +124,13 @@ class ModelParams(Section):
     time_gap_buckets: int = Field(default=0, ge=0)
     loss: Literal["full_ce", "sampled_softmax"] = "full_ce"
     n_negatives: int = Field(default=256, gt=0)
+    ffn_dim: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelParams:
+        if self.hidden_dim % self.n_heads:
+            raise ValueError("model.hidden_dim must be divisible by model.n_heads")
+        return self
 
 
 class PretrainParams(Section):
@@ -132,6 +139,8 @@ class PretrainParams(Section):
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_steps: int = Field(default=50, ge=0)
+    val_every_n_epochs: int = Field(default=1, gt=0)
+    max_time_minutes: float | None = Field(default=None, gt=0)
 
 
 class FinetuneParams(Section):
@@ -144,6 +153,9 @@ class FinetuneParams(Section):
     unfreeze_top_k: int = Field(default=1, ge=0)
     purchase_loss_weight: float = Field(default=0.5, ge=0)
     patience: int = Field(default=3, gt=0)
+    val_every_n_epochs: int = Field(default=1, gt=0)
+    max_time_minutes: float | None = Field(default=None, gt=0)
+    checkpoint_every_n_steps: int = Field(default=100, gt=0)
 
 
 class TrainerParams(Section):
@@ -157,6 +169,8 @@ class TrainerParams(Section):
     deterministic: bool = True
     num_workers: int = Field(default=0, ge=0)
     limit_train_batches: float | int = 1.0
+    limit_val_batches: float | int = 1.0
+    float32_matmul_precision: Literal["highest", "high", "medium"] = "high"
 
 
 class EvaluateParams(Section):

@@ -1,0 +1,293 @@
+"""Causal transformer over behaviour tokens (SASRec-style), and its model folder.
+
+A shopper's history is a sequence of events; each event is a token built from the item,
+the event type (view/cart/purchase), its position in the window and, optionally, the
+log-scale time gap to the previous event. torch's own `nn.TransformerEncoderLayer`
+(pre-norm, batch-first; attention runs through `scaled_dot_product_attention`) with a
+causal mask turns tokens into hidden states; the item embedding table doubles as the output
+layer (tied weights: `score = hidden @ item_emb.T`), as in SASRec (Kang & McAuley, ICDM 2018).
+
+NOTE: departs from the SASRec paper in the loss (full softmax cross-entropy by default, as
+in Klenitskiy & Vasilev, RecSys 2023) and adds the event-type and time-gap embeddings and a
+purchase-probability head (is the next target event a purchase rather than a cart).
+
+Model folder (`docs/interfaces.md`): `model.safetensors`, `config.json`, `vocab.parquet`,
+`training.json`. Loading never unpickles: safetensors for weights, JSON for the config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.errors import ModelError
+
+PAD, MASK, UNK = 0, 1, 2
+N_RESERVED = 3  # token ids below this are never recommended
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.parquet"
+TRAINING_FILE = "training.json"
+INIT_STD = 0.02  # normal init of embeddings and linear layers (BERT/GPT-2 convention)
+ACTIVATION = "gelu"
+ARCHITECTURE_FIELDS = (
+    "vocab_size", "max_len", "n_event_types", "hidden_dim", "n_layers", "n_heads",
+    "ffn_dim", "time_gap_buckets",
+)  # fields that must agree for weights to be reusable (dropout and heads' use may differ)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; saved as `config.json`."""
+
+    vocab_size: int  # item tokens incl. the reserved PAD/MASK/UNK
+    max_len: int  # events in the attention window
+    event_types: list[str]  # canonical event types; type id = 1 + position (0 = PAD)
+    hidden_dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    ffn_dim: int = 64  # feed-forward width (SASRec uses hidden_dim)
+    dropout: float = 0.2
+    time_gap_buckets: int = 0  # log2-second buckets of the gap to the previous event; 0 = off
+    target_event_types: list[str] = field(default_factory=list)  # fine-tuning targets
+    positive_event_type: str | None = None  # purchase head: next target event is this type
+
+    @property
+    def n_event_types(self) -> int:
+        return len(self.event_types)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "n_event_types": self.n_event_types}
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = CONFIG_FILE) -> ModelConfig:
+        names = {f.name for f in fields(cls)}
+        missing = sorted(
+            f.name for f in fields(cls)
+            if f.name not in raw and f.default is MISSING and f.default_factory is MISSING
+        )
+        if missing:
+            raise ModelError(f"{source}: missing model config keys {missing}")
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+    def architecture(self) -> dict:
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
+
+
+def time_gap_bucket(ts: torch.Tensor, items: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """Log2-second bucket of the gap to the previous event: 1..n_buckets; 0 = none/padding."""
+    gap_s = (ts[:, 1:] - ts[:, :-1]).clamp(min=0).float()  # (B, T-1)
+    bucket = torch.floor(torch.log2(gap_s + 1.0)).long().clamp(max=n_buckets - 1) + 1
+    has_prev = (items[:, 1:] != PAD) & (items[:, :-1] != PAD)
+    bucket = torch.where(has_prev, bucket, torch.zeros_like(bucket))
+    return torch.cat([torch.zeros_like(bucket[:, :1]), bucket], dim=1)  # (B, T)
+
+
+class SeqRecModel(nn.Module):
+    """Behaviour-token transformer with tied item output and a purchase head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden_dim
+        self.item_emb = nn.Embedding(config.vocab_size, d, padding_idx=PAD)
+        self.type_emb = nn.Embedding(config.n_event_types + 1, d, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.gap_emb = (
+            nn.Embedding(config.time_gap_buckets + 1, d, padding_idx=PAD)
+            if config.time_gap_buckets
+            else None
+        )
+        self.emb_dropout = nn.Dropout(config.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=d, nhead=config.n_heads, dim_feedforward=config.ffn_dim,
+            dropout=config.dropout, activation=ACTIVATION, batch_first=True, norm_first=True,
+        )
+        # Pre-norm blocks need a final norm; nested tensors need a key padding mask we don't use.
+        self.encoder = nn.TransformerEncoder(
+            layer, config.n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False
+        )
+        self.purchase_head = nn.Linear(d, 1)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=INIT_STD)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
+
+    def _attention_mask(self, items: torch.Tensor) -> torch.Tensor:
+        """Boolean (B * heads, T, T), True = blocked: the future and padding keys.
+
+        Every query may see itself, so a padding row never has all keys blocked (no NaN).
+        """
+        t = items.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool, device=items.device).tril()  # (T, T)
+        key_ok = (items != PAD)[:, None, :]  # (B, 1, T)
+        eye = torch.eye(t, dtype=torch.bool, device=items.device)  # (T, T)
+        allowed = causal & (key_ok | eye)  # (B, T, T)
+        return (~allowed).repeat_interleave(self.config.n_heads, dim=0)  # (B*H, T, T)
+
+    def forward(
+        self, items: torch.Tensor, types: torch.Tensor, ts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Hidden state after each event of LEFT-padded (B, T) histories -> (B, T', D).
+
+        T' = min(T, max_len): longer inputs keep their most recent `max_len` events.
+        Positions are right-aligned (the latest event is always position max_len - 1), so the
+        same history gives the same output whatever padding a batch adds.
+        """
+        cfg = self.config
+        items, types = items[:, -cfg.max_len :], types[:, -cfg.max_len :]  # (B, T)
+        t = items.shape[1]
+        positions = torch.arange(cfg.max_len - t, cfg.max_len, device=items.device)  # (T,)
+        x = self.item_emb(items) * math.sqrt(cfg.hidden_dim)  # (B, T, D)
+        x = x + self.type_emb(types) + self.pos_emb(positions)[None]  # (B, T, D)
+        if self.gap_emb is not None:
+            if ts is None:
+                raise ModelError("model uses time_gap_buckets: pass the `ts` of each event")
+            x = x + self.gap_emb(time_gap_bucket(ts[:, -cfg.max_len :], items,
+                                                 cfg.time_gap_buckets))
+        x = self.emb_dropout(x) * (items != PAD)[..., None]  # padding carries no signal
+        return self.encoder(x, mask=self._attention_mask(items))  # (B, T, D)
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3)."""
+        return hidden @ self.item_emb.weight[N_RESERVED:].T
+
+    def purchase_logit(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N,) logit that the next target event is `positive_event_type`."""
+        return self.purchase_head(hidden).squeeze(-1)
+
+    @torch.no_grad()
+    def score_last(
+        self, items: torch.Tensor, types: torch.Tensor, ts: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-item scores and purchase logit after the last event of LEFT-padded histories.
+
+        Args:
+            items: (B, T) int64 item ids, PAD=0 on the left.
+            types: (B, T) int64 event-type ids, PAD=0 on the left.
+            ts: (B, T) int64 unix seconds; needed only when `time_gap_buckets > 0`.
+
+        Returns:
+            item_logits (B, vocab_size) float with reserved tokens at -inf, and
+            purchase_logit (B,).
+        """
+        last = self(items, types, ts)[:, -1]  # (B, D)
+        reserved = torch.full(
+            (last.shape[0], N_RESERVED), float("-inf"), dtype=last.dtype, device=last.device
+        )
+        item_logits = torch.cat([reserved, self.item_logits(last)], dim=1)  # (B, V)
+        return item_logits, self.purchase_logit(last)
+
+    def estimate_flops_per_token(self, tokens_per_seq: int) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward), nanoGPT-style.
+
+        Counts 6 FLOPs per weight per token for the dense layers and the tied output over all
+        items, plus attention scores 6 * 2 * layers * T * D (PaLM appendix B).
+        """
+        cfg = self.config
+        d, f, n_layers = cfg.hidden_dim, cfg.ffn_dim, cfg.n_layers
+        per_layer = 4 * d * d + 2 * d * f  # qkv + out projections, feed-forward
+        dense = n_layers * per_layer + cfg.vocab_size * d  # output layer over the vocabulary
+        attention = 2 * n_layers * tokens_per_seq * d
+        return 6.0 * dense + 6.0 * attention
+
+
+def save_model_dir(
+    model: SeqRecModel,
+    out_dir: str | Path,
+    vocab_path: str | Path,
+    training: dict,
+) -> Path:
+    """Write the model folder: weights (safetensors), config, vocabulary copy, training info."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous()
+             for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    (out / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    shutil.copyfile(vocab_path, out / VOCAB_FILE)
+    (out / TRAINING_FILE).write_text(json.dumps(training, indent=2, default=str) + "\n")
+    return out
+
+
+def read_config(model_dir: str | Path) -> ModelConfig:
+    """The `ModelConfig` in `model_dir/config.json`, or a one-line ModelError."""
+    path = Path(model_dir) / CONFIG_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model config not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: must be a JSON object")
+    try:
+        return ModelConfig.from_dict(raw, str(path))
+    except TypeError as exc:
+        raise ModelError(f"{path}: bad model config ({exc})") from None
+
+
+def load_weights(model: SeqRecModel, weights_path: str | Path) -> SeqRecModel:
+    """Load a safetensors state dict; missing/unexpected keys or shapes -> ModelError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(weights_path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model weights not found")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelError(f"{path}: weights do not match the config "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise ModelError(f"{path}: weight {name} has shape {tuple(tensor.shape)}, "
+                             f"config expects {tuple(expected[name].shape)}")
+    model.load_state_dict(state)
+    return model
+
+
+def load_model_dir(model_dir: str | Path):
+    """Load a model folder -> (model in eval mode, ModelConfig, vocab DataFrame).
+
+    Raises:
+        ModelError: a file is missing or the weights, config and vocabulary disagree.
+    """
+    import pandas as pd
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: model folder not found")
+    config = read_config(model_dir)
+    vocab_path = model_dir / VOCAB_FILE
+    if not vocab_path.is_file():
+        raise ModelError(f"{vocab_path}: vocabulary not found")
+    vocab = pd.read_parquet(vocab_path)
+    if {"item_id", "index"} - set(vocab.columns):
+        raise ModelError(f"{vocab_path}: needs columns item_id, index")
+    vocab_size = int(vocab["index"].max()) + 1 if len(vocab) else N_RESERVED
+    if vocab_size != config.vocab_size:
+        raise ModelError(f"{vocab_path}: vocabulary has {vocab_size} tokens, "
+                         f"{model_dir / CONFIG_FILE} says vocab_size={config.vocab_size}")
+    model = load_weights(SeqRecModel(config), model_dir / WEIGHTS_FILE)
+    return model.eval(), config, vocab
