@@ -85,7 +85,7 @@ def popularity_table(sequences_dir: Path, top_n: int) -> dict[str, Any]:
 
 
 def model_signature(default_k: int):
-    """Explicit schema: `history` required; `event_types` and `k` optional; a `k` param."""
+    """Explicit schema: `history` required; `event_types`, `timestamps`, `k` optional; a `k` param."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
@@ -94,6 +94,7 @@ def model_signature(default_k: int):
         [
             ColSpec(Array(DataType.string), "history"),
             ColSpec(Array(DataType.string), "event_types", required=False),
+            ColSpec(Array(DataType.long), "timestamps", required=False),
             ColSpec(DataType.long, "k", required=False),
         ]
     )
@@ -136,6 +137,23 @@ def _prepare_out(out_dir: Path) -> None:
     raise ModelError(f"{out_dir}: exists and is not an MLflow model folder; refusing to replace it")
 
 
+def _drop_local_paths(model_path: Path, sources: dict[str, Path]) -> None:
+    """Rewrite the absolute build paths MLflow records in `MLmodel` as relative ones.
+
+    MLflow loads the code file by its base name and artifacts by their `path`; the `uri`
+    entries are provenance only. Absolute paths of the build machine mean nothing elsewhere.
+    """
+    from mlflow.models import Model
+
+    mlmodel = Model.load(str(model_path / "MLmodel"))
+    pyfunc = mlmodel.flavors["python_function"]
+    pyfunc["model_code_path"] = SERVING_FILE.name
+    for name, artifact in pyfunc.get("artifacts", {}).items():
+        source = sources.get(name)
+        artifact["uri"] = source.as_posix() if source and not source.is_absolute() else name
+    mlmodel.save(str(model_path / "MLmodel"))
+
+
 def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry) -> Path:
     """Save the pyfunc folder at `out_dir` (replacing a previous package) and return it.
 
@@ -145,8 +163,12 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
         out_dir: where the MLflow model folder goes.
         registry: `RegistryParams` (k defaults, default event type, batch size).
     """
+    import os
+    import warnings
+
     import mlflow.pyfunc
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in MODEL_FILES:
         if not (model_dir / name).is_file():
             raise ModelError(f"{model_dir / name}: missing; not a finetuned model folder")
@@ -162,6 +184,8 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
         code_dir = tmp_dir / "code" / "pipeline"
         shutil.copytree(PACKAGE_DIR, code_dir, ignore=shutil.ignore_patterns("__pycache__"))
         staging = tmp_dir / "model"
+        # The explicit signature below replaces type hints on predict; MLflow warns regardless.
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
         mlflow.pyfunc.save_model(
             path=str(staging),
             python_model=str(SERVING_FILE),
@@ -180,6 +204,7 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
             pip_requirements=_pip_requirements(),
             metadata={"seqrec_model_name": registry.model_name},
         )
+        _drop_local_paths(staging, {"model_dir": model_dir, "popularity": sequences_dir})
         staging.rename(out_dir)
     logger.info("packaged %s -> %s", model_dir, out_dir)
     return out_dir

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 HISTORY_COLUMN = "history"
 EVENT_TYPES_COLUMN = "event_types"
+TIMESTAMPS_COLUMN = "timestamps"
 K_COLUMN = "k"
 OUTPUT_COLUMNS = (
     "items",
@@ -110,6 +111,37 @@ class EncodedBatch:
     lengths: np.ndarray  # (B,) known events kept per user
     unknown_items: np.ndarray  # (B,) int64
     unknown_event_types: np.ndarray  # (B,) int64
+    ts: np.ndarray | None = None  # (B, T) int64 unix seconds, when the request sent them
+
+
+def _check_lengths(lengths: np.ndarray, expected: np.ndarray, column: str) -> np.ndarray:
+    """Rows where `column` is given; raises when a given list's length differs from history."""
+    given = ~pd.isna(lengths)
+    mismatch = np.flatnonzero(given & (lengths != expected))
+    if mismatch.size:
+        row = int(mismatch[0])
+        raise RequestError(
+            f"request row {row}: {column!r} has {int(lengths[row])} entries "
+            f"but {HISTORY_COLUMN!r} has {expected[row]}"
+        )
+    return given
+
+
+def _flat_timestamps(request: pd.DataFrame, lengths_all: np.ndarray, parents: np.ndarray):
+    """Flattened event times aligned with the flattened history (0 where a row sent none)."""
+    try:
+        ts = pa.array(request[TIMESTAMPS_COLUMN].to_numpy(dtype=object),
+                      type=pa.list_(pa.int64()), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise RequestError(
+            f"request column {TIMESTAMPS_COLUMN!r} must hold lists of unix seconds"
+        ) from None
+    lengths = pc.list_value_length(ts).to_numpy(zero_copy_only=False)
+    given = _check_lengths(lengths, lengths_all, TIMESTAMPS_COLUMN)
+    flat = np.zeros(len(parents), dtype=np.int64)
+    rows_with = given[parents] if len(parents) else np.zeros(0, dtype=bool)
+    flat[rows_with] = pc.list_flatten(ts).to_numpy(zero_copy_only=False)
+    return flat
 
 
 def encode_requests(
@@ -151,14 +183,7 @@ def encode_requests(
     if EVENT_TYPES_COLUMN in request.columns:
         types = _as_list_array(request[EVENT_TYPES_COLUMN], EVENT_TYPES_COLUMN)
         type_lengths = pc.list_value_length(types).to_numpy(zero_copy_only=False)
-        given = ~pd.isna(type_lengths)
-        mismatch = np.flatnonzero(given & (type_lengths != lengths_all))
-        if mismatch.size:
-            row = int(mismatch[0])
-            raise RequestError(
-                f"request row {row}: {EVENT_TYPES_COLUMN!r} has {int(type_lengths[row])} entries "
-                f"but {HISTORY_COLUMN!r} has {lengths_all[row]}"
-            )
+        given = _check_lengths(type_lengths, lengths_all, EVENT_TYPES_COLUMN)
         # Rows without event types keep the default; the others map by position.
         with_types = given[parents] if len(parents) else np.zeros(0, dtype=bool)
         flat_types = pc.list_flatten(types)
@@ -183,7 +208,14 @@ def encode_requests(
     types_out = np.zeros_like(items)
     items[keep_rows[inside], cols] = tokens[known][inside]
     types_out[keep_rows[inside], cols] = type_ids[known][inside]
+    ts_out = None
+    if TIMESTAMPS_COLUMN in request.columns:
+        ts_out = np.zeros_like(items)
+        ts_out[keep_rows[inside], cols] = _flat_timestamps(request, lengths_all, parents)[known][
+            inside
+        ]
     return EncodedBatch(
+        ts=ts_out,
         items=items,
         types=types_out,
         lengths=np.minimum(known_counts, width),
@@ -219,6 +251,7 @@ class Recommender:
         self.model.eval()
         self.max_len = int(_config_value(config, "max_len"))
         self.event_types = list(_config_value(config, "event_types"))
+        self.needs_ts = int(getattr(config, "time_gap_buckets", 0) or 0) > 0
         if default_event_type not in self.event_types:
             raise ValueError(
                 f"registry.default_event_type {default_event_type!r} is not one of the model's "
@@ -250,6 +283,11 @@ class Recommender:
             self.default_type_id,
             self.max_len,
         )
+        if self.needs_ts and batch.ts is None:
+            raise RequestError(
+                f"this model uses time gaps: send a {TIMESTAMPS_COLUMN!r} column "
+                "(unix seconds, one per history entry)"
+            )
         n_rows = len(request)
         k_top = int(ks.max(initial=1))
         top_items = np.empty((n_rows, k_top), dtype=object)
@@ -269,7 +307,8 @@ class Recommender:
                 width = int(batch.lengths[rows].max())
                 items = torch.from_numpy(batch.items[rows, -width:])  # (b, T)
                 types = torch.from_numpy(batch.types[rows, -width:])  # (b, T)
-                item_logits, purchase_logit = self.model.score_last(items, types)  # (b, V), (b,)
+                ts = None if batch.ts is None else torch.from_numpy(batch.ts[rows, -width:])
+                item_logits, purchase_logit = self.model.score_last(items, types, ts)  # (b, V), (b,)
                 probs = torch.softmax(item_logits.float(), dim=-1)  # reserved -inf -> 0
                 scores, index = torch.topk(probs, k_top, dim=-1)  # (b, k)
                 top_items[rows] = self.index_to_item[index.numpy()]

@@ -19,6 +19,7 @@ server turns it into HTTP 400.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import mlflow
@@ -57,4 +58,6 @@ class SeqrecPyfunc(PythonModel):
             raise MlflowException.invalid_parameter_value(str(exc)) from None
 
 
+# The signature is explicit (pipeline.package); MLflow still nags about type hints on load.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 mlflow.models.set_model(SeqrecPyfunc())
