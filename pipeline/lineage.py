@@ -44,11 +44,19 @@ def git_state(root: Path) -> dict[str, str]:
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=root, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=True,
         ).stdout.strip()
         porcelain = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -156,11 +164,14 @@ def collect(
     tags.update(
         dvc_lock_hashes(
             root / "dvc.lock",
-            {TAG_DATA_HASH: _relative(sequences_dir, root), TAG_MODEL_HASH: _relative(model_dir, root)},
+            {
+                TAG_DATA_HASH: _relative(sequences_dir, root),
+                TAG_MODEL_HASH: _relative(model_dir, root),
+            },
         )
     )
     if TAG_DATA_HASH not in tags and sequences_dir.is_dir():
-        tags[TAG_DATA_HASH] = "sha256:" + folder_hash(sequences_dir)[:SHORT_HASH_CHARS * 2]
+        tags[TAG_DATA_HASH] = "sha256:" + folder_hash(sequences_dir)[: SHORT_HASH_CHARS * 2]
     tags[TAG_PARAMS_HASH] = params_hash(params)
     if sequences_dir.is_dir():
         tags.update(data_window(sequences_dir))

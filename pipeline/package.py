@@ -31,7 +31,16 @@ MODEL_FILES = ("model.safetensors", "config.json", "vocab.parquet")
 # Installed distributions the pyfunc needs at load time, pinned to the versions it was built
 # with. Listing them avoids MLflow's requirement inference, which re-loads the model in a
 # subprocess (slow, and it guesses).
-RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "safetensors", "pydantic", "pyyaml")
+RUNTIME_DISTRIBUTIONS = (
+    "mlflow",
+    "torch",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "safetensors",
+    "pydantic",
+    "pyyaml",
+)
 EXAMPLE_HISTORY_LEN = 3
 
 
@@ -85,7 +94,7 @@ def popularity_table(sequences_dir: Path, top_n: int) -> dict[str, Any]:
 
 
 def model_signature(default_k: int):
-    """Explicit schema: `history` required; `event_types`, `timestamps`, `k` optional; a `k` param."""
+    """Explicit schema: `history` required; `event_types`, `timestamps`, `k` optional."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array

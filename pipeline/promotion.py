@@ -69,13 +69,20 @@ def alias_history(client, name: str) -> list[dict[str, Any]]:
     return json.loads(raw) if raw else []
 
 
-def record_move(client, name: str, action: str, alias: str, version: str | None,
-                previous: str | None, by: str) -> None:
+def record_move(
+    client, name: str, action: str, alias: str, version: str | None, previous: str | None, by: str
+) -> None:
     """Append one alias move to the registered model's `alias_history` tag."""
     history = alias_history(client, name)
     history.append(
-        {"at": now_iso(), "action": action, "alias": alias, "version": version,
-         "previous": previous, "by": by}
+        {
+            "at": now_iso(),
+            "action": action,
+            "alias": alias,
+            "version": version,
+            "previous": previous,
+            "by": by,
+        }
     )
     text = json.dumps(history, separators=(",", ":"))
     while len(text) > MAX_HISTORY_CHARS and len(history) > 1:
@@ -148,7 +155,9 @@ def promote(client, name: str, version: str | None, by: str, force: bool) -> Pro
     old = aliases.get(CHAMPION)
     if old == version:
         _finish_promotion(client, name, version, by)
-        return PromotionResult(version, moved=False, previous_champion=aliases.get(PREVIOUS_CHAMPION))
+        return PromotionResult(
+            version, moved=False, previous_champion=aliases.get(PREVIOUS_CHAMPION)
+        )
     approval = client.get_model_version(name, version).tags.get(APPROVAL_TAG)
     if approval != APPROVED and not force:
         state = f"approval={approval}" if approval else "no approval tag"

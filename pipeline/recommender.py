@@ -130,8 +130,11 @@ def _check_lengths(lengths: np.ndarray, expected: np.ndarray, column: str) -> np
 def _flat_timestamps(request: pd.DataFrame, lengths_all: np.ndarray, parents: np.ndarray):
     """Flattened event times aligned with the flattened history (0 where a row sent none)."""
     try:
-        ts = pa.array(request[TIMESTAMPS_COLUMN].to_numpy(dtype=object),
-                      type=pa.list_(pa.int64()), from_pandas=True)
+        ts = pa.array(
+            request[TIMESTAMPS_COLUMN].to_numpy(dtype=object),
+            type=pa.list_(pa.int64()),
+            from_pandas=True,
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         raise RequestError(
             f"request column {TIMESTAMPS_COLUMN!r} must hold lists of unix seconds"
@@ -308,7 +311,9 @@ class Recommender:
                 items = torch.from_numpy(batch.items[rows, -width:])  # (b, T)
                 types = torch.from_numpy(batch.types[rows, -width:])  # (b, T)
                 ts = None if batch.ts is None else torch.from_numpy(batch.ts[rows, -width:])
-                item_logits, purchase_logit = self.model.score_last(items, types, ts)  # (b, V), (b,)
+                item_logits, purchase_logit = self.model.score_last(
+                    items, types, ts
+                )  # (b, V), (b,)
                 probs = torch.softmax(item_logits.float(), dim=-1)  # reserved -inf -> 0
                 scores, index = torch.topk(probs, k_top, dim=-1)  # (b, k)
                 top_items[rows] = self.index_to_item[index.numpy()]

@@ -23,6 +23,8 @@ from pipeline.errors import RegistryError
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_TAG = "seqrec.idempotency_key"
+# The OSS SQL registry keeps the LoggedModel only inside `source`; a tag makes it visible.
+LOGGED_MODEL_TAG = "seqrec.logged_model_id"
 MODEL_TYPE = "seqrec-pyfunc"
 CARD_ARTIFACT_DIR = "registry"
 
@@ -41,7 +43,9 @@ def find_version(client, name: str, key: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        found = client.search_model_versions(f"name = '{name}' and tags.`{IDEMPOTENCY_TAG}` = '{key}'")
+        found = client.search_model_versions(
+            f"name = '{name}' and tags.`{IDEMPOTENCY_TAG}` = '{key}'"
+        )
     except MlflowException:
         return None  # no registered model yet
     return min(found, key=lambda mv: int(mv.version)) if found else None
@@ -60,14 +64,18 @@ def _ensure_registered_model(client, name: str) -> None:
             raise
 
 
-def _log_packaged_model(client, experiment_id: str, run_id: str, package_dir: Path,
-                        name: str, tags: dict[str, str]) -> str:
+def _log_packaged_model(
+    client, experiment_id: str, run_id: str, package_dir: Path, name: str, tags: dict[str, str]
+) -> str:
     """Upload the packaged folder as a READY LoggedModel of `run_id`; returns its model id."""
     from mlflow.entities import LoggedModelOutput
     from mlflow.models import Model
 
     logged = client.create_logged_model(
-        experiment_id=experiment_id, name=name, source_run_id=run_id, tags=tags,
+        experiment_id=experiment_id,
+        name=name,
+        source_run_id=run_id,
+        tags=tags,
         model_type=MODEL_TYPE,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +118,9 @@ def register(
         by: who registers (recorded in the alias history).
     """
     if not (package_dir / "MLmodel").is_file():
-        raise RegistryError(f"{package_dir}: no MLmodel file; run `python -m pipeline package` first")
+        raise RegistryError(
+            f"{package_dir}: no MLmodel file; run `python -m pipeline package` first"
+        )
     data_hash = tags.get(lineage.TAG_DATA_HASH)
     if not data_hash:
         raise RegistryError("no data hash (dvc.lock or data/sequences) for the idempotency key")
@@ -125,8 +135,12 @@ def register(
         _ensure_registered_model(client, name)
         model_id = _log_packaged_model(client, experiment_id, run_id, package_dir, name, tags)
         created_version = client.create_model_version(
-            name=name, source=f"models:/{model_id}", run_id=run_id, tags=tags,
-            description=description, model_id=model_id,
+            name=name,
+            source=f"models:/{model_id}",
+            run_id=run_id,
+            tags={**tags, LOGGED_MODEL_TAG: model_id},
+            description=description,
+            model_id=model_id,
         )
         version, created = str(created_version.version), True
         client.log_text(run_id, card, f"{CARD_ARTIFACT_DIR}/model_card_v{version}.md")

@@ -32,14 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     register = sub.add_parser("register", help="log the packaged model and register @challenger")
     register.add_argument("--package", default="models/mlflow_model", help="packaged pyfunc folder")
-    register.add_argument("--sequences", default="data/sequences", help="sequences folder (lineage)")
+    register.add_argument(
+        "--sequences", default="data/sequences", help="sequences folder (lineage)"
+    )
     register.add_argument("--model", default="models/finetuned", help="finetuned folder (lineage)")
     register.add_argument("--eval", default="metrics/eval.json", help="evaluation metrics JSON")
-    register.add_argument("--validation", default="metrics/validation.json",
-                          help="validation summary JSON")
+    register.add_argument(
+        "--validation", default="metrics/validation.json", help="validation summary JSON"
+    )
     register.add_argument("--champion-metrics", help="the champion's scores on the same test data")
     register.add_argument("--gate-report", help="gate report JSON to attach")
-    register.add_argument("--airflow-run-id", help="Airflow DAG run id (default: $AIRFLOW_CTX_DAG_RUN_ID)")
+    register.add_argument(
+        "--airflow-run-id", help="Airflow DAG run id (default: $AIRFLOW_CTX_DAG_RUN_ID)"
+    )
     register.add_argument("--run-id", help="MLflow run to log into (default: this pipeline's run)")
     register.add_argument("--by", help="who registers (default: the OS user)")
 
@@ -81,7 +86,8 @@ def _pipeline_run_id(params_path: str, experiment: str) -> tuple[str, str]:
     if parent is not None:
         return experiment_id, parent.info.run_id
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"pipeline {key}",
+        experiment_id=experiment_id,
+        run_name=f"pipeline {key}",
         tags={tracking.PIPELINE_KEY_TAG: key, tracking.STAGE_TAG: "pipeline"},
     ) as created:
         return experiment_id, created.info.run_id
@@ -98,8 +104,11 @@ def _register(args: argparse.Namespace, params, client) -> int:
         experiment_id, run_id = _pipeline_run_id(args.params, params.registry.experiment)
     sequences = Path(args.sequences)
     tags = lineage.collect(
-        root=tracking.project_root(), params=params, sequences_dir=sequences,
-        model_dir=Path(args.model), validation_path=Path(args.validation),
+        root=tracking.project_root(),
+        params=params,
+        sequences_dir=sequences,
+        model_dir=Path(args.model),
+        validation_path=Path(args.validation),
         airflow_run=args.airflow_run_id,
     )
     gate_report = model_card.read_json(args.gate_report)
@@ -118,17 +127,27 @@ def _register(args: argparse.Namespace, params, client) -> int:
         gate_report=gate_report,
         max_slices=params.registry.card_max_slices,
     )
-    description = model_card.fit_description(card, f"{registration.CARD_ARTIFACT_DIR}/model_card_v*.md")
+    description = model_card.fit_description(
+        card, f"{registration.CARD_ARTIFACT_DIR}/model_card_v*.md"
+    )
     result = registration.register(
-        client, name=name, experiment_id=experiment_id, run_id=run_id,
-        package_dir=Path(args.package), tags=tags, card=card, description=description,
+        client,
+        name=name,
+        experiment_id=experiment_id,
+        run_id=run_id,
+        package_dir=Path(args.package),
+        tags=tags,
+        card=card,
+        description=description,
         by=args.by or promotion.default_actor(),
     )
     if gate_report is not None:
         client.log_dict(run_id, gate_report, GATE_ARTIFACT)
     verb = "registered" if result.created else "already registered"
-    print(f"{verb} {name} v{result.version} (@challenger "
-          f"{'moved' if result.challenger_moved else 'unchanged'}; key {result.idempotency_key})")
+    print(
+        f"{verb} {name} v{result.version} (@challenger "
+        f"{'moved' if result.challenger_moved else 'unchanged'}; key {result.idempotency_key})"
+    )
     return 0
 
 
@@ -177,8 +196,10 @@ def run(args: argparse.Namespace) -> int:
     elif action == "promote":
         result = promotion.promote(client, name, args.version, by, args.force)
         if result.moved:
-            print(f"{name}: @champion -> v{result.version} "
-                  f"(@previous_champion -> {result.previous_champion or 'none'})")
+            print(
+                f"{name}: @champion -> v{result.version} "
+                f"(@previous_champion -> {result.previous_champion or 'none'})"
+            )
         else:
             print(f"{name}: @champion already v{result.version}; nothing moved")
     elif action == "rollback":
