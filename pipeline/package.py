@@ -204,6 +204,7 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
                 "max_k": registry.max_k,
                 "default_event_type": registry.default_event_type,
                 "batch_size": registry.serve_batch_size,
+                "threads": registry.serve_threads,
             },
             code_paths=[str(code_dir)],
             signature=model_signature(registry.default_k),

@@ -189,6 +189,7 @@ class RegistryParams(Section):
     max_k: int = Field(default=100, gt=0)
     default_event_type: str = "view"
     serve_batch_size: int = Field(default=1024, gt=0)
+    serve_threads: int = Field(default=1, ge=0)
     card_max_slices: int = Field(default=12, ge=0)
 
     @model_validator(mode="after")

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="users: .parquet or .csv")
     parser.add_argument("--out", required=True, help="top-k Parquet file to write")
     parser.add_argument("--k", type=int, default=None, help="items per user (default: params)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default 0: all cores)"
+    )
 
 
 def read_users(path: Path):
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     users = read_users(Path(args.input))
     model_path = Path(args.model)
     uri = str(model_path) if model_path.exists() else args.model
-    model = mlflow.pyfunc.load_model(uri)
+    # Batches use every core, unlike the one-request-at-a-time serving default.
+    model = mlflow.pyfunc.load_model(uri, model_config={"threads": args.threads})
     started = time.perf_counter()
     topk = score_users(model, users, args.k)
     elapsed_s = time.perf_counter() - started
