@@ -49,6 +49,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def use_store(monkeypatch, uri: str) -> None:
+    """Point MLflow's tracking and registry at `uri` for one test.
+
+    `mlflow.set_tracking_uri`/`set_registry_uri` (called by `pipeline.tracking.configure`)
+    also write these variables into `os.environ`; setting them through monkeypatch first
+    makes sure they are restored, so one test's store never leaks into the next.
+    """
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
     import socket

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from pipeline import lineage, model_card, promotion
 from pipeline.cli import main
 from pipeline.registration import IDEMPOTENCY_TAG
-from tests.conftest import run_cli
+from tests.conftest import run_cli, use_store
 from tests.registry_fixtures import make_package, write_project_files
 
 NAME = "seqrec"
@@ -44,7 +44,7 @@ def project(tmp_path, package, empty_store, monkeypatch):
     (tmp_path / "models").symlink_to(package / "models", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEQREC_HOME", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    use_store(monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("SEQREC_PIPELINE_RUN", "run-1")
     monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
     return tmp_path
@@ -106,8 +106,6 @@ def test_register_logs_model_with_lineage_card_and_challenger(project, monkeypat
     assert str(client(project).get_logged_model(model_id).status) == "READY"
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{project / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger")
     assert model.metadata.model_id == model_id and model.metadata.run_id == version.run_id
     assert model.predict(__import__("pandas").DataFrame({"history": [["item1"]]}))["items"][0].size
@@ -244,7 +242,7 @@ def test_lineage_without_dvc_lock_hashes_the_data_folder(tmp_path, package):
 
 def test_full_flow_on_server(mlflow_server, project, monkeypatch, capsys):
     """The same flow against a real tracking server over HTTP (proxied artifact upload)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    use_store(monkeypatch, mlflow_server)
     monkeypatch.setenv("SEQREC_PIPELINE_RUN", f"srv-{project.name}")
     registry("register")
     registry("register")  # retried task

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import cli_env, free_port, run_cli, wait_http
+from tests.conftest import cli_env, free_port, run_cli, use_store, wait_http
 from tests.registry_fixtures import make_package, write_project_files
 
 SERVE_START_TIMEOUT_S = 180
@@ -42,7 +42,7 @@ def champion(mlflow_server, project, monkeypatch):
     """Register the tiny package on the real server and make it @champion."""
     monkeypatch.chdir(project)
     monkeypatch.setenv("SEQREC_HOME", str(project))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    use_store(monkeypatch, mlflow_server)
     monkeypatch.setenv("SEQREC_PIPELINE_RUN", f"serving-{project.name}")
     assert main(["registry", "register"]) == 0
     from mlflow import MlflowClient
