@@ -26,6 +26,7 @@ from pipeline.model import N_RESERVED, PAD
 META_KEYS = ("event_types", "target_event_types", "max_len", "vocab_size")
 TRAIN_COLUMNS = ("items", "types", "ts")
 VAL_COLUMNS = ("history_items", "history_types", "history_ts", "target_item", "target_type")
+VAL_BATCH_FACTOR = 4  # scoring keeps no activations for backward: larger batches fit
 POPULARITY_PRIOR = 1.0  # added to item counts so items unseen in train keep a finite log q
 
 
@@ -191,8 +192,7 @@ def rows_with_targets(data: SequenceData, target_type_ids: list[int] | None) -> 
     return np.flatnonzero(has_next.any(1))
 
 
-def make_loaders(data: SequenceData, batch_size: int, finetune: bool, num_workers: int,
-                 val_batch_size: int | None = None):
+def make_loaders(data: SequenceData, batch_size: int, finetune: bool, num_workers: int):
     """(train DataLoader, val DataLoader). Lightning adds DistributedSamplers under DDP."""
     from torch.utils.data import DataLoader
 
@@ -203,6 +203,6 @@ def make_loaders(data: SequenceData, batch_size: int, finetune: bool, num_worker
     common = {"num_workers": num_workers, "persistent_workers": num_workers > 0}
     train = DataLoader(IndexDataset(len(keep)), batch_size=batch_size, shuffle=True,
                        collate_fn=TrainCollate(train_arrays, target_ids, positive), **common)
-    val = DataLoader(IndexDataset(len(data.val["items"])), batch_size=val_batch_size or
-                     batch_size, shuffle=False, collate_fn=ValCollate(data.val), **common)
+    val = DataLoader(IndexDataset(len(data.val["items"])), batch_size=batch_size *
+                     VAL_BATCH_FACTOR, shuffle=False, collate_fn=ValCollate(data.val), **common)
     return train, val

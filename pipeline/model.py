@@ -189,18 +189,19 @@ class SeqRecModel(nn.Module):
         item_logits = torch.cat([reserved, self.item_logits(last)], dim=1)  # (B, V)
         return item_logits, self.purchase_logit(last)
 
-    def estimate_flops_per_token(self, tokens_per_seq: int) -> float:
-        """Training FLOPs per token (forward + backward = 3x forward), nanoGPT-style.
+    def estimate_train_flops(self, positions: int, seq_len: int, scored: int) -> float:
+        """Training FLOPs of one step (forward + backward = 3x forward), nanoGPT-style.
 
-        Counts 6 FLOPs per weight per token for the dense layers and the tied output over all
-        items, plus attention scores 6 * 2 * layers * T * D (PaLM appendix B).
+        Args:
+            positions: B * T computed positions, padding included (it costs the same).
+            seq_len: T, for the attention scores (2 * layers * T * D per position, PaLM app. B).
+            scored: positions whose hidden state meets the tied output over all items.
         """
         cfg = self.config
-        d, f, n_layers = cfg.hidden_dim, cfg.ffn_dim, cfg.n_layers
-        per_layer = 4 * d * d + 2 * d * f  # qkv + out projections, feed-forward
-        dense = n_layers * per_layer + cfg.vocab_size * d  # output layer over the vocabulary
-        attention = 2 * n_layers * tokens_per_seq * d
-        return 6.0 * dense + 6.0 * attention
+        d, n_layers = cfg.hidden_dim, cfg.n_layers
+        per_layer = 4 * d * d + 2 * d * cfg.ffn_dim  # qkv + out projections, feed-forward
+        per_position = n_layers * per_layer + 2 * n_layers * seq_len * d
+        return 6.0 * (positions * per_position + scored * cfg.vocab_size * d)
 
 
 def save_model_dir(

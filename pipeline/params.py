@@ -171,6 +171,7 @@ class TrainerParams(Section):
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
     float32_matmul_precision: Literal["highest", "high", "medium"] = "high"
+    cpu_threads: int | None = Field(default=None, gt=0)
 
 
 class EvaluateParams(Section):
