@@ -167,3 +167,59 @@ def test_package_refuses_to_replace_a_foreign_folder(built, tmp_path):
     )
     assert proc.returncode == 1 and "refusing to replace" in proc.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """The trainer sets torch's thread count (trainer.cpu_threads); give it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_package_of_a_trained_model_predicts_the_next_item(
+    tmp_path, monkeypatch, keep_torch_threads
+):
+    """End to end on the real trainer: shoppers walk the catalogue k -> k+1 (tiny_sequences),
+    so a trained, packaged model must put item k+1 first after a walk ending at item k."""
+    from pipeline.cli import main
+    from tests.conftest import use_store
+    from tests.tiny_sequences import write_tiny_sequences
+
+    monkeypatch.chdir(tmp_path)
+    use_store(monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    write_tiny_sequences(tmp_path / "data" / "sequences", n_users=200)
+    (tmp_path / "params.yaml").write_text(
+        "model: {hidden_dim: 16, n_layers: 2, n_heads: 2, dropout: 0.0}\n"
+        "finetune: {epochs: 8, batch_size: 16, lr: 0.01, warmup_steps: 2}\n"
+        "trainer: {seed: 1, cpu_threads: 1}\nregistry: {max_k: 12}\n"
+    )
+    finetune = [
+        "finetune",
+        "--init",
+        "scratch",
+        "--sequences",
+        "data/sequences",
+        "--out",
+        "models/finetuned",
+        "--checkpoints",
+        "checkpoints/ft",
+        "--log",
+        "metrics/log.csv",
+    ]
+    assert main(finetune) == 0
+    package = [
+        "package",
+        "--model",
+        "models/finetuned",
+        "--sequences",
+        "data/sequences",
+        "--out",
+        "models/mlflow_model",
+    ]
+    assert main(package) == 0
+    model = mlflow.pyfunc.load_model(str(tmp_path / "models" / "mlflow_model"))
+    walks = [[f"item{(start + step) % 12}" for step in range(5)] for start in range(12)]
+    out = model.predict(pd.DataFrame({"history": walks}), params={"k": 3})
+    firsts = [items[0] for items in out["items"]]
+    assert firsts == [f"item{(start + 5) % 12}" for start in range(12)]

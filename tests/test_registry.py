@@ -240,6 +240,22 @@ def test_lineage_without_dvc_lock_hashes_the_data_folder(tmp_path, package):
     assert lineage.TAG_MODEL_HASH not in tags and lineage.TAG_VALIDATION not in tags
 
 
+def test_lineage_reads_git_and_airflow(tmp_path, monkeypatch):
+    from tests.conftest import REPO_ROOT
+
+    state = lineage.git_state(REPO_ROOT)
+    if not state:
+        pytest.skip("this checkout is not a git repository")
+    assert len(state[lineage.TAG_GIT_SHA]) == 40 and state[lineage.TAG_GIT_DIRTY] in (
+        "true",
+        "false",
+    )
+    assert lineage.git_state(tmp_path) == {}
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "from-env")
+    assert lineage.airflow_run_id("from-arg") == {lineage.TAG_AIRFLOW_RUN: "from-arg"}
+    assert lineage.airflow_run_id(None) == {lineage.TAG_AIRFLOW_RUN: "from-env"}
+
+
 def test_full_flow_on_server(mlflow_server, project, monkeypatch, capsys):
     """The same flow against a real tracking server over HTTP (proxied artifact upload)."""
     use_store(monkeypatch, mlflow_server)
