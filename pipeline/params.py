@@ -227,6 +227,18 @@ class EvaluateParams(Section):
 class RegistryParams(Section):
     model_name: str = "seqrec"
     experiment: str = "seqrec"
+    default_k: int = Field(default=10, gt=0)
+    max_k: int = Field(default=100, gt=0)
+    default_event_type: str = "view"
+    serve_batch_size: int = Field(default=1024, gt=0)
+    serve_threads: int = Field(default=1, ge=0)
+    card_max_slices: int = Field(default=12, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RegistryParams:
+        if self.default_k > self.max_k:
+            raise ValueError("registry.default_k must not exceed registry.max_k")
+        return self
 
 
 class GateParams(Section):

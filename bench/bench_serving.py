@@ -1,0 +1,217 @@
+"""Serving latency of the seqrec pyfunc on CPU: one user (p50/p99) and batches of users.
+
+Measures `PyFuncModel.predict` exactly as `mlflow models serve` calls it (MLflow's schema
+enforcement included) and, separately, our own `Recommender.recommend` (what the schema
+check costs is the difference). Target: one user's top-10 in <= 10 ms at p99.
+
+    # a synthetic model the size of the default shop (random weights: latency only)
+    python bench/bench_serving.py --items 12000 --max-len 50 --hidden 64 --layers 2
+    # the real packaged model of the pipeline
+    python bench/bench_serving.py --package models/mlflow_model --sequences data/sequences
+
+Writes bench/results/serving.json (machine description included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PERCENTILES = (50, 90, 99)
+EVENT_TYPES = ["view", "cart", "purchase"]
+FIRST_ITEM = 3
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    import torch
+
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "mlflow": metadata.version("mlflow"),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def synthetic_package(root: Path, args) -> tuple[Path, Path]:
+    """A random-weight model folder of the requested size, packaged like the pipeline does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from pipeline.model import ModelConfig, SeqRecModel, save_model_dir
+    from pipeline.package import package_model
+    from pipeline.params import parse_params
+
+    rng = np.random.default_rng(args.seed)
+    sequences = root / "sequences"
+    sequences.mkdir(parents=True)
+    item_ids = [f"i{k}" for k in range(args.items)]
+    pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "index": np.arange(FIRST_ITEM, FIRST_ITEM + args.items, dtype="int32"),
+        }
+    ).to_parquet(sequences / "vocab.parquet", index=False)
+    n_users, length = 1000, args.max_len
+    items = rng.zipf(1.2, size=(n_users, length)) % args.items + FIRST_ITEM
+    types = rng.integers(1, 4, size=(n_users, length))
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": [f"u{u}" for u in range(n_users)],
+                "items": pa.array(items.astype("int32").tolist(), pa.list_(pa.int32())),
+                "types": pa.array(types.astype("int8").tolist(), pa.list_(pa.int8())),
+            }
+        ),
+        sequences / "train.parquet",
+    )
+    (sequences / "meta.json").write_text(
+        json.dumps(
+            {
+                "event_types": EVENT_TYPES,
+                "target_event_types": ["cart", "purchase"],
+                "max_len": args.max_len,
+            }
+        )
+    )
+    torch.manual_seed(args.seed)
+    config = ModelConfig(
+        vocab_size=FIRST_ITEM + args.items,
+        max_len=args.max_len,
+        event_types=EVENT_TYPES,
+        hidden_dim=args.hidden,
+        n_layers=args.layers,
+        n_heads=2,
+        ffn_dim=args.hidden,
+        dropout=0.0,
+        target_event_types=["cart", "purchase"],
+        positive_event_type="purchase",
+    )
+    model_dir = save_model_dir(
+        SeqRecModel(config), root / "finetuned", sequences / "vocab.parquet", {"synthetic": True}
+    )
+    package = package_model(model_dir, sequences, root / "mlflow_model", parse_params({}).registry)
+    return package, sequences
+
+
+def requests(sequences: Path, n_users: int, history_len: int, seed: int) -> pd.DataFrame:
+    """Histories of known items drawn from the vocabulary, oldest first."""
+    vocab = pd.read_parquet(sequences / "vocab.parquet")["item_id"].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    picks = vocab[rng.integers(0, len(vocab), size=(n_users, history_len))]
+    return pd.DataFrame({"history": list(picks), "event_types": [["view"] * history_len] * n_users})
+
+
+def timed(fn, repeats: int) -> np.ndarray:
+    times_ms = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times_ms[i] = (time.perf_counter() - start) * 1e3
+    return times_ms
+
+
+def summary(times_ms: np.ndarray) -> dict:
+    return {f"p{p}_ms": round(float(np.percentile(times_ms, p)), 3) for p in PERCENTILES} | {
+        "mean_ms": round(float(times_ms.mean()), 3),
+        "n": int(times_ms.size),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--package", help="packaged pyfunc folder (default: build a synthetic one)")
+    parser.add_argument("--sequences", help="sequences folder of --package (request item ids)")
+    parser.add_argument("--items", type=int, default=12000)
+    parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--history-len", type=int, default=20, help="events per request")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--single-repeats", type=int, default=300)
+    parser.add_argument("--batch-users", type=int, default=1000)
+    parser.add_argument("--batch-repeats", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: the package's registry.serve_threads; 0 = all cores)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench/results/serving.json")
+    args = parser.parse_args()
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.package:
+            package, sequences = Path(args.package), Path(args.sequences)
+        else:
+            package, sequences = synthetic_package(Path(tmp), args)
+        overrides = {} if args.threads is None else {"threads": args.threads}
+        model = mlflow.pyfunc.load_model(str(package), model_config=overrides or None)
+        recommender = model.unwrap_python_model().recommender
+        one = requests(sequences, 1, args.history_len, args.seed)
+        batch = requests(sequences, args.batch_users, args.history_len, args.seed + 1)
+        params = {"k": args.k}
+        for _ in range(10):  # warm-up: first calls allocate and pick kernels
+            model.predict(one, params=params)
+        single_pyfunc = timed(lambda: model.predict(one, params=params), args.single_repeats)
+        single_core = timed(lambda: recommender.recommend(one, k=args.k), args.single_repeats)
+        batch_pyfunc = timed(lambda: model.predict(batch, params=params), args.batch_repeats)
+        batch_core = timed(lambda: recommender.recommend(batch, k=args.k), args.batch_repeats)
+
+    result = {
+        "machine": machine(),
+        "model": {
+            "items": len(recommender.vocab_index),
+            "max_len": recommender.max_len,
+            "package": args.package or "synthetic",
+            "hidden": args.hidden if not args.package else None,
+            "layers": args.layers if not args.package else None,
+        },
+        "request": {"history_len": args.history_len, "k": args.k},
+        "single_user": {"pyfunc": summary(single_pyfunc), "recommender": summary(single_core)},
+        f"batch_{args.batch_users}_users": {
+            "pyfunc": summary(batch_pyfunc),
+            "recommender": summary(batch_core),
+            "pyfunc_users_per_s": round(args.batch_users / (batch_pyfunc.mean() / 1e3), 1),
+        },
+        "target_single_user_p99_ms": 10.0,
+        "meets_target": bool(np.percentile(single_pyfunc, 99) <= 10.0),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

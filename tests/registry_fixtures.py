@@ -1,0 +1,79 @@
+"""A tiny real model folder, its MLflow package and a project layout for registry tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from pipeline.model import ModelConfig, SeqRecModel, save_model_dir
+from pipeline.params import parse_params
+from tests.tiny_sequences import EVENT_TYPES, write_tiny_sequences
+
+N_ITEMS = 12
+MAX_LEN = 8
+
+
+def make_model_dir(root: Path, seed: int = 0) -> tuple[Path, Path]:
+    """(sequences folder, finetuned model folder) under `root`; random init weights."""
+    sequences = write_tiny_sequences(root / "data" / "sequences", n_items=N_ITEMS, max_len=MAX_LEN)
+    (sequences / "stats.json").write_text(
+        json.dumps({"users": 40, "items": N_ITEMS, "events": 360})
+    )
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        vocab_size=3 + N_ITEMS,
+        max_len=MAX_LEN,
+        event_types=EVENT_TYPES,
+        hidden_dim=16,
+        n_layers=1,
+        n_heads=2,
+        ffn_dim=16,
+        dropout=0.0,
+        target_event_types=["cart", "purchase"],
+        positive_event_type="purchase",
+    )
+    model_dir = save_model_dir(
+        SeqRecModel(config),
+        root / "models" / "finetuned",
+        sequences / "vocab.parquet",
+        {"epochs": 0, "seed": seed},
+    )
+    return sequences, model_dir
+
+
+def make_package(root: Path, seed: int = 0) -> Path:
+    """A project at `root` with sequences, a model folder and `models/mlflow_model`."""
+    from pipeline.package import package_model
+
+    sequences, model_dir = make_model_dir(root, seed)
+    return package_model(
+        model_dir, sequences, root / "models" / "mlflow_model", parse_params({}).registry
+    )
+
+
+def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.dir") -> None:
+    """params.yaml, dvc.lock, metrics/eval.json and metrics/validation.json like a real run."""
+    (root / "params.yaml").write_text("registry:\n  model_name: seqrec\n")
+    (root / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n"
+        "  build_sequences:\n    cmd: python -m pipeline build-sequences\n    outs:\n"
+        f"    - path: data/sequences\n      md5: {data_md5}\n      size: 10\n      nfiles: 5\n"
+        "  finetune:\n    cmd: python -m pipeline finetune\n    outs:\n"
+        "    - path: models/finetuned\n      md5: bbb222.dir\n      size: 10\n      nfiles: 4\n"
+    )
+    metrics = root / "metrics"
+    metrics.mkdir(exist_ok=True)
+    (metrics / "eval.json").write_text(
+        json.dumps(
+            {
+                "model": {"ndcg@10": ndcg, "hr@10": 0.5, "mrr@10": 0.2},
+                "baselines": {"popularity": {"ndcg@10": 0.1, "hr@10": 0.2}},
+                "slices": {"history": {"short": {"ndcg@10": 0.25}, "long": {"ndcg@10": 0.35}}},
+            }
+        )
+    )
+    (metrics / "validation.json").write_text(
+        json.dumps({"rows_in": 100, "rows_valid": 98, "rows_quarantined": 2, "by_rule": {}})
+    )
