@@ -152,7 +152,8 @@ def test_freeze_policies_freeze_the_right_params(tmp_path, policy, top_k, frozen
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     train, val = make_loaders(data, 16, finetune=True, num_workers=0)
     trainer = pl.Trainer(fast_dev_run=2, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[FreezePolicy(policy, top_k)])
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[FreezePolicy(policy, top_k)])
     trainer.fit(module, train, val)
     for name, param in module.model.named_parameters():
         changed = not torch.equal(before[name], param.detach())
