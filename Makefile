@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONDONTWRITEBYTECODE := 1
 # dvc.yaml commands call `python`: make it the project's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)

@@ -51,7 +51,8 @@ def configure() -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    # The registry follows the tracking URI unless MLFLOW_REGISTRY_URI says otherwise; calling
+    # set_registry_uri here would pin it in os.environ for every later configure().
     return uri
 
 
