@@ -17,6 +17,7 @@ from bench.common import REPO_ROOT, RESULTS_DIR, table
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 IMG = REPO_ROOT / "docs" / "img"
 SPEED_SIZES = (1_000_000, 10_000_000)
+SIZE_TOLERANCE = 0.1  # a run within 10 % of a nominal size counts as that size
 QUALITY_DATASETS = ("toys", "sports", "taobao", "synthetic")
 # data-stage suite -> (result file, how to read one run: events, s, MiB, baseline, base s)
 SPEED = {
@@ -65,7 +66,8 @@ def _missing_speed(rows: list[dict]) -> list[str]:
 
 def _bucket(events: int) -> int:
     """The nominal size a run belongs to (the generator lands near, not on, its target)."""
-    return min(SPEED_SIZES, key=lambda size: abs(events - size) / size)
+    near = [size for size in SPEED_SIZES if abs(events - size) <= SIZE_TOLERANCE * size]
+    return near[0] if near else events
 
 
 def _machines(results: dict[str, dict]) -> str:

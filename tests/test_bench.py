@@ -92,6 +92,7 @@ def test_report_renders_tables_plots_and_to_run_rows(tmp_path):
     assert QUALITY_FIXTURE["command"] in text
     assert "| build_sequences | 1,000,000 | 8 | 600 | numpy lexsort | 2 | 4 |" in text
     assert "build_sequences at 10,000,000 events: to run" in text
+    assert "build_sequences at 1,000,000 events: to run" not in text
     assert "To run: `nice -n 5 python -m bench quality --dataset sports`" in text
     assert "| Test CPU |" in text
     for name in ("bench_quality.png", "bench_val_curves.png", "bench_scaling.png"):
