@@ -17,6 +17,7 @@ params actually used and the command; the published numbers sit beside ours in t
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -36,6 +37,9 @@ PATH_KEYS = ("path", "timestamps_path")
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 DEFAULT_TIMEOUT_S = 3 * 3600
 METRICS = ("ndcg@10", "hr@10")
+# from each models/<name>/training.json: how far training got in its time budget
+TRAINING_KEYS = ("epochs", "train_steps", "wall_seconds", "sequences_per_s", "best_val_ndcg@10",
+                 "stopped_early")
 
 # /work/shared/data/README.md, "Published quality on the Amazon sets" (leave-one-out, full
 # ranking, history items excluded): model -> (HR@10, NDCG@10).
@@ -228,24 +232,9 @@ def run_quality(dataset: str, sets: list[str], timeout_s: float, keep: bool,
     if repro["returncode"] != 0:
         tail = log_path.read_text().splitlines()[-5:]
         raise BenchError(f"{workspace}: dvc repro exited {repro['returncode']}: {' | '.join(tail)}")
-    import json
-
-    eval_metrics = json.loads((workspace / "metrics" / "eval.json").read_text())
-    result = {
-        "dataset": dataset,
-        "machine": info,
-        "overrides": overrides,
-        "sets": parse_set(sets),
-        "params": params,
-        "repro": repro,
-        "eval": eval_metrics,
-        "sequences": _maybe_json(workspace / "metrics" / "sequences.json"),
-        "finetune_log": read_log(workspace / "metrics" / "finetune_log.csv"),
-        "scratch_log": read_log(workspace / "metrics" / "scratch_log.csv"),
-        "bar_ndcg@10": QUALITY_BAR_NDCG10.get(dataset),
-        "published": {k: {"hr@10": v[0], "ndcg@10": v[1]} for k, v in
-                      PUBLISHED.get(dataset, {}).items()},
-    }
+    result = {"dataset": dataset, "machine": info, "overrides": overrides,
+              "sets": parse_set(sets), "params": params, "repro": repro,
+              **collect(workspace, dataset)}
     print_quality(result)
     if not keep:
         shutil.rmtree(workspace, ignore_errors=True)
@@ -253,9 +242,25 @@ def run_quality(dataset: str, sets: list[str], timeout_s: float, keep: bool,
 
 
 def _maybe_json(path: Path) -> dict | None:
-    import json
-
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect(workspace: Path, dataset: str) -> dict:
+    """What a finished pipeline run left in `workspace`: metrics, curves, training summaries."""
+    training = {}
+    for name in ("pretrained", "finetuned", "scratch"):
+        summary = _maybe_json(workspace / "models" / name / "training.json") or {}
+        training[name] = {key: summary.get(key) for key in TRAINING_KEYS}
+    return {
+        "eval": json.loads((workspace / "metrics" / "eval.json").read_text()),
+        "sequences": _maybe_json(workspace / "metrics" / "sequences.json"),
+        "finetune_log": read_log(workspace / "metrics" / "finetune_log.csv"),
+        "scratch_log": read_log(workspace / "metrics" / "scratch_log.csv"),
+        "training": training,
+        "bar_ndcg@10": QUALITY_BAR_NDCG10.get(dataset),
+        "published": {k: {"hr@10": v[0], "ndcg@10": v[1]} for k, v in
+                      PUBLISHED.get(dataset, {}).items()},
+    }
 
 
 def print_quality(result: dict) -> None:

@@ -7,7 +7,14 @@ import json
 import sys
 
 from bench.common import RESULTS_DIR, command_line, write_result
-from bench.quality import DEFAULT_TIMEOUT_S, BenchError, print_quality, run_quality
+from bench.quality import (
+    DEFAULT_TIMEOUT_S,
+    WORK_DIR,
+    BenchError,
+    collect,
+    print_quality,
+    run_quality,
+)
 
 
 def main(argv: list[str]) -> int:
@@ -20,10 +27,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--keep", action="store_true", help="keep the workspace (bench/work/)")
     parser.add_argument("--show", action="store_true", help="print the last result, run nothing")
+    parser.add_argument("--recollect", action="store_true",
+                        help="re-read a kept workspace into the last result (stage times and "
+                             "command stay those of the run), run nothing")
     args = parser.parse_args(argv)
     name = f"quality_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
-    if args.show:
-        print_quality(json.loads((RESULTS_DIR / f"{name}.json").read_text()))
+    if args.show or args.recollect:
+        path = RESULTS_DIR / f"{name}.json"
+        result = json.loads(path.read_text())
+        if args.recollect:
+            result.update(collect(WORK_DIR / name, args.dataset))
+            path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print_quality(result)
         return 0
     try:
         result = run_quality(args.dataset, args.set, args.timeout_s, args.keep, name)

@@ -76,6 +76,8 @@ def test_report_renders_tables_plots_and_to_run_rows(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "quality_toys.json").write_text(json.dumps(QUALITY_FIXTURE))
+    retry = {**QUALITY_FIXTURE, "command": QUALITY_FIXTURE["command"] + " --tag retry"}
+    (results / "quality_toys_retry.json").write_text(json.dumps(retry))
     (results / "sequences.json").write_text(json.dumps(SEQUENCES_FIXTURE))
     out, img = tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img"
     proc = subprocess.run(
@@ -90,6 +92,8 @@ def test_report_renders_tables_plots_and_to_run_rows(tmp_path):
     assert "ours 0.0512 **misses** it" in text
     assert "(+0.0111)" in text  # pretrained vs scratch gain
     assert QUALITY_FIXTURE["command"] in text
+    assert text.index("### toys\n") < text.index("### toys_retry\n")  # recipe run first
+    assert "--tag retry" in text
     assert "| build_sequences | 1,000,000 | 8 | 600 | numpy lexsort | 2 | 4 |" in text
     assert "build_sequences at 10,000,000 events: to run" in text
     assert "build_sequences at 1,000,000 events: to run" not in text
