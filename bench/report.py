@@ -25,6 +25,7 @@ SPEED = {
     "build_sequences": "sequences",
 }
 INTRO = Path(__file__).with_name("report_intro.md")  # static head of the page
+NOTES = Path(__file__).with_name("report_notes.md")  # what to keep in mind about these numbers
 
 
 def _speed_rows(results: dict[str, dict]) -> list[dict]:
@@ -210,6 +211,8 @@ def render(results: dict[str, dict], img: Path, link: str = "img") -> str:
     quality = {k.removeprefix("quality_"): v for k, v in results.items()
                if k.startswith("quality_") and v.get("dataset") in QUALITY_DATASETS}
     out = [INTRO.read_text()]
+    if NOTES.is_file():
+        out.append(NOTES.read_text())
     out += _quality_section(quality, img, link)
     speed = _speed_rows(results)
     out += ["## Data stages: time and peak RSS", "",
