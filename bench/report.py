@@ -129,7 +129,7 @@ def _quality_run(name: str, dataset: str, result: dict) -> list[str]:
         out += [f"Pretrained vs from scratch: NDCG@10 {model['ndcg@10']:.4f} vs "
                 f"{scratch['ndcg@10']:.4f} ({gain:+.4f}).", ""]
     best = {key: _best_val(result.get(key, [])) for key in ("finetune_log", "scratch_log")}
-    out += ["Best validation NDCG@10 (epoch): pretrained "
+    out += ["Best validation NDCG@10: pretrained "
             f"{best['finetune_log']}, from scratch {best['scratch_log']}.", ""]
     training = result.get("training")
     if training:
@@ -155,7 +155,8 @@ def _best_val(log: list[dict]) -> str:
     if not rows:
         return "–"
     best = max(rows, key=lambda r: r["val_ndcg@10"])
-    return f"{best['val_ndcg@10']:.4f} ({int(best['epoch'])} of {int(rows[-1]['epoch'])})"
+    return (f"{best['val_ndcg@10']:.4f} (epoch {int(best['epoch'])}, last "
+            f"{int(rows[-1]['epoch'])}, 0-based)")
 
 
 def _other_sections(results: dict[str, dict]) -> list[str]:
