@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # dvc.yaml commands call `python`: make it the project's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install run test test-slow lint bench clean-state
+.PHONY: help install run test test-slow lint bench bench-quick clean-state
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,23 @@ test-slow: $(STAMP)  ## the slow suites (real Airflow scheduler, real datasets, 
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check pipeline dags tests bench
+
+bench: $(STAMP)  ## full benchmark suite (hours on 2 cores: 10M events, 3 dataset trainings), then docs/benchmarks.md
+	$(BIN)/python -m bench speed --events 1000000 10000000
+	$(BIN)/python -m bench training
+	$(BIN)/python -m bench eval
+	$(BIN)/python -m bench serving
+	$(BIN)/python -m bench repro
+	for d in toys sports taobao synthetic; do $(BIN)/python -m bench quality --dataset $$d || exit 1; done
+	$(BIN)/python -m bench report
+
+bench-quick: $(STAMP)  ## small sizes of every speed suite (a few minutes), then docs/benchmarks.md
+	$(BIN)/python -m bench speed --events 100000
+	$(BIN)/python -m bench training --users 2000 --items 1000 --steps 12 --warmup 2
+	$(BIN)/python -m bench eval --users 2000 --items 3000
+	$(BIN)/python -m bench serving --items 3000 --single-repeats 100 --batch-users 200 --batch-repeats 3
+	$(BIN)/python -m bench repro
+	$(BIN)/python -m bench report
 
 .PHONY: airflow
 airflow: $(STAMP) .dvc/config  ## local Airflow 3 (standalone) + MLflow server on 127.0.0.1 (docs/airflow.md)

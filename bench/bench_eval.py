@@ -21,9 +21,6 @@ Writes JSON (with a machine description) to `bench/results/eval.json`.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,34 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import machine, print_table, write_result  # noqa: E402
 from pipeline.ranking import Examples, HistoryBatch, rank_examples  # noqa: E402
 
 N_RESERVED = 3
 EVENT_TYPES = ["view", "cart", "purchase"]
 ZIPF_A = 1.2  # item popularity skew of the fake histories
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def fake_examples(n_users: int, n_items: int, max_len: int, seed: int) -> Examples:
@@ -153,7 +128,7 @@ def bare_matmul_s(n_users: int, vocab_size: int, hidden_dim: int, batch_size: in
     return time.perf_counter() - started
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=22_000)
     parser.add_argument("--items", type=int, default=12_000)
@@ -162,13 +137,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target-s", type=float, default=15.0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/eval.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import importlib.util
 
     import torch
 
     torch.set_num_threads(args.threads)
+    info = machine()
     vocab_size = args.items + N_RESERVED
     examples = fake_examples(args.users, args.items, args.max_len, seed=0)
     common = {"batch_size": args.batch_size, "exclude_history": False, "coverage_k": 10}
@@ -205,15 +181,19 @@ def main() -> int:
         # CPU seconds over all threads: on a shared machine, model_cpu_s / threads is the
         # wall time the run would take alone (wall clocks include other jobs' time slices).
         "model_cpu_s": round(model_cpu_s, 3),
-        "load_average": os.getloadavg()[0],
         "users_per_s": round(args.users / model_s),
         "target_s": args.target_s,
         "meets_target": model_s <= args.target_s,
-        "machine": machine(),
+        "machine": info,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print_table(
+        [{"what": "model (evaluate's path)", "seconds": result["model_s"]},
+         {"what": "ranking only (random scores)", "seconds": result["ranking_only_s"]},
+         {"what": "baseline: bare matmul", "seconds": result["bare_matmul_s"]}],
+        ["what", "seconds"], title=f"{args.users} users x {args.items} items, full ranking")
+    print(f"model / bare matmul: {result['ratio_model_vs_matmul']}x; target <= {args.target_s} s: "
+          f"{'met' if result['meets_target'] else 'missed'}")
+    write_result("eval", result, args.out)
     return 0
 
 

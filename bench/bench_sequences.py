@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,16 +23,16 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.common import machine, peak_rss_mib, write_result  # noqa: E402
+
 DEFAULT_SIZES = (1_000_000, 10_000_000)
 EVENTS_PER_USER = 20  # mean history length of the generated shoppers
 EVENTS_PER_ITEM = 50
 DAYS = 60
 TYPE_SHARES = {"view": 0.85, "cart": 0.1, "purchase": 0.05}
 TARGET_S, TARGET_GIB, TARGET_EVENTS = 60.0, 4.0, 10_000_000
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def generate(n_events: int, path: Path, seed: int = 0) -> None:
@@ -119,56 +117,34 @@ def _worker(args: argparse.Namespace) -> None:
             result = run_build(path, Path(out))
     else:
         result = run_baseline(path)
-    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(result))
 
 
 def _spawn(kind: str, n: int, file: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GX_ANALYTICS_ENABLED": "false"}
-    command = [sys.executable, __file__, "--worker", kind, "--n", str(n), "--file", str(file)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--n", str(n),
+               "--file", str(file)]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} worker at {n} events failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    import numpy
-    import pyarrow
-
-    return {
-        "cpu": cpu,
-        "cores_available": len(os.sched_getaffinity(0)),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "pyarrow": pyarrow.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=list(DEFAULT_SIZES))
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "sequences.json"))
+    parser.add_argument("--out", default=None, help="default bench/results/sequences.json")
     parser.add_argument(
         "--worker", choices=["generate", "build", "baseline"], help=argparse.SUPPRESS
     )
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         _worker(args)
         return
+    info = machine(("pyarrow", "great_expectations"))
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.events:
@@ -196,7 +172,7 @@ def main() -> None:
             )
     at_target = [r for r in runs if r["events"] == TARGET_EVENTS]
     report = {
-        "machine": machine(),
+        "machine": info,
         "target": {"events": TARGET_EVENTS, "max_s": TARGET_S, "max_gib": TARGET_GIB},
         "runs": runs,
         "target_met": None
@@ -206,9 +182,7 @@ def main() -> None:
             and at_target[0]["build"]["peak_rss_mib"] <= TARGET_GIB * 1024
         ),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_result("sequences", report, args.out)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,33 +27,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import machine, print_table, write_result  # noqa: E402
+
 PERCENTILES = (50, 90, 99)
 EVENT_TYPES = ["view", "cart", "purchase"]
 FIRST_ITEM = 3
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    import torch
-
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "mlflow": metadata.version("mlflow"),
-        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
 
 
 def synthetic_package(root: Path, args) -> tuple[Path, Path]:
@@ -144,7 +120,7 @@ def summary(times_ms: np.ndarray) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", help="packaged pyfunc folder (default: build a synthetic one)")
     parser.add_argument("--sequences", help="sequences folder of --package (request item ids)")
@@ -165,10 +141,12 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/serving.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.pyfunc
+
+    info = machine(("mlflow",))
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.package:
@@ -189,7 +167,7 @@ def main() -> None:
         batch_core = timed(lambda: recommender.recommend(batch, k=args.k), args.batch_repeats)
 
     result = {
-        "machine": machine(),
+        "machine": info,
         "model": {
             "items": len(recommender.vocab_index),
             "max_len": recommender.max_len,
@@ -207,10 +185,13 @@ def main() -> None:
         "target_single_user_p99_ms": 10.0,
         "meets_target": bool(np.percentile(single_pyfunc, 99) <= 10.0),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    # baseline: our own Recommender.recommend on the same requests (no MLflow schema layer)
+    result["ratio_pyfunc_vs_recommender_p50"] = round(
+        float(np.percentile(single_pyfunc, 50) / np.percentile(single_core, 50)), 2)
+    rows = [{"what": name, **stats} for name, stats in result["single_user"].items()]
+    print_table(rows, ["what", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "n"],
+                title="one user, top-k (pyfunc vs the Recommender baseline)")
+    write_result("serving", result, Path(args.out))
 
 
 if __name__ == "__main__":

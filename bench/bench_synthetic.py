@@ -15,22 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.common import machine, peak_rss_mib, write_result  # noqa: E402
+
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "synthetic.json"
 EVENT_TYPES = ["view", "cart", "purchase"]
 ITEMS_PER_EVENTS = 100  # catalogue grows with the data: one item per 100 events
 WORKER_TIMEOUT_S = 1800
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _scaled_size(n_events: int) -> tuple[int, int]:
@@ -51,7 +49,7 @@ def _run_generator(n_users: int, n_items: int) -> dict:
     from pipeline.synthetic import generate_events
 
     params = SyntheticParams(n_users=n_users, n_items=n_items)
-    rss_before = _peak_rss_mib()
+    rss_before = peak_rss_mib()
     start = time.perf_counter()
     events, _ = generate_events(params, EVENT_TYPES)
     seconds = time.perf_counter() - start
@@ -61,7 +59,7 @@ def _run_generator(n_users: int, n_items: int) -> dict:
         "items": n_items,
         "seconds": seconds,
         "rss_before_mib": rss_before,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "frame_mib": events.memory_usage(deep=True).sum() / 2**20,
     }
 
@@ -74,7 +72,7 @@ def _run_baseline(n_events: int) -> dict:
 
     from pipeline.synthetic_catalog import padded_ids
 
-    rss_before = _peak_rss_mib()
+    rss_before = peak_rss_mib()
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     n_users, n_items = max(1, n_events // 60), max(2000, n_events // ITEMS_PER_EVENTS)
@@ -103,43 +101,15 @@ def _run_baseline(n_events: int) -> dict:
         "events": len(frame),
         "seconds": seconds,
         "rss_before_mib": rss_before,
-        "peak_rss_mib": _peak_rss_mib(),
-    }
-
-
-def _machine() -> dict:
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]  # fmt: skip
-        cpu = names[0] if names else cpu
-    ram_gib = None
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        total_kib = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
-        ram_gib = round(total_kib / 2**20, 1)
-    return {
-        "cpu": cpu,
-        "cpus_online": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "ram_gib": ram_gib,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "pyarrow": pa.__version__,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
 def _in_subprocess(kind: str, *sizes: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, "--events", *map(str, sizes)],
+        [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+         "--events", *map(str, sizes)],
         env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -147,18 +117,18 @@ def _in_subprocess(kind: str, *sizes: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--worker", choices=["generator", "baseline"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:  # internal: one measurement in this fresh process, JSON on stdout
         run = _run_generator if args.worker == "generator" else _run_baseline
         print(json.dumps(run(*args.events)))
         return 0
 
-    sys.path.insert(0, str(REPO_ROOT))
+    info = machine(("pyarrow",))
     rows = []
     for n_events in sorted(args.events):
         generator = _in_subprocess("generator", *_scaled_size(n_events))
@@ -180,16 +150,13 @@ def main() -> int:
               f"{row['time_ratio_vs_baseline']:>9.2f} {base['peak_rss_mib']:>9.0f}")  # fmt: skip
     result = {
         "benchmark": "synthetic.generate_events",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": _machine(),
+        "machine": info,
         "notes": "each run in a fresh subprocess; peak_rss_mib = ru_maxrss of that process "
         "(includes imports, see rss_before_mib); baseline = same rows and columns from plain "
         "numpy random data; scaling_vs_smallest = seconds per million events / smallest size's",
         "sizes": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result("synthetic", result, args.out)
     return 0
 
 

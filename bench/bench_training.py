@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -32,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import machine, write_result  # noqa: E402
 from pipeline.data import SequenceData, TrainCollate, load_sequences  # noqa: E402
 from pipeline.fitting import build_config  # noqa: E402
 from pipeline.params import parse_params  # noqa: E402
@@ -138,25 +137,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor()
+def gpu_info() -> dict:
+    return {"gpu": torch.cuda.get_device_name(0)} if torch.cuda.is_available() else {}
 
 
-def machine() -> dict:
-    info = {"platform": platform.platform(), "processor": cpu_model(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sequences", type=Path, help="a sequences folder; default: synthetic")
     p.add_argument("--users", type=int, default=20000)
@@ -173,14 +158,15 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench/results/training.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = (load_sequences(args.sequences) if args.sequences else
             synthetic_sequences(args.users, args.items, args.max_len, args.seed))
     batches = make_batches(data, args.batch_size, args.steps, args.seed)
     sequences, tokens = batch_stats(batches[args.warmup :])
-    result = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+    result = {"machine": {**machine(), **gpu_info()},
+              "args": {k: str(v) for k, v in vars(args).items()},
               "timed_steps": args.steps - args.warmup, "sequences": sequences, "tokens": tokens}
     # CPU always fp32 (bf16 is far slower there, DESIGN.md section 4); on GPU both in bf16.
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -200,8 +186,7 @@ def main() -> None:
         result["gpu_bf16"] = {"tokens_per_s": result["bare_pytorch"]["tokens_per_s"],
                               "achieved_tflops": round(flops / bare / 1e12, 2),
                               "mfu": round(flops / bare / (args.peak_tflops * 1e12), 4)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("training", result, args.out)
     print(json.dumps({k: result[k] for k in result if k not in ("args",)}, indent=2))
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,10 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.common import machine, peak_rss_mib, write_result  # noqa: E402
+
 RESULTS = REPO_ROOT / "bench" / "results" / "validate.json"
 REFERENCE_TIME = "2026-11-01T00:00:00+00:00"
 EVENTS_PER_USER = 50
@@ -93,7 +95,6 @@ def generate(folder: Path, n_events: int) -> None:
 
 
 def run_validate(work: Path) -> dict:
-    sys.path.insert(0, str(REPO_ROOT))
     from pipeline import validate
 
     (work / "params.yaml").write_text(f'validate:\n  reference_time: "{REFERENCE_TIME}"\n')
@@ -128,12 +129,12 @@ def child(task: str, work: Path, cores: int | None) -> None:
     else:
         extra = run_baseline(work)
     wall_s = time.perf_counter() - started
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    peak_mib = peak_rss_mib()
     print(json.dumps({"wall_s": round(wall_s, 3), "peak_rss_mib": round(peak_mib, 1), **extra}))
 
 
 def measure(task: str, work: Path, n_events: int, cores: int | None) -> dict:
-    command = [sys.executable, __file__, "--child", task, "--work", str(work)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", task, "--work", str(work)]
     if cores:
         command += ["--cores", str(cores)]
     env = {**os.environ, "BENCH_EVENTS": str(n_events), "GX_ANALYTICS_ENABLED": "false",
@@ -144,33 +145,18 @@ def measure(task: str, work: Path, n_events: int, cores: int | None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict:
-    import great_expectations
-    import pandas
-    import pyarrow
-
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores_available": len(os.sched_getaffinity(0)),
-            "memory_gib": round(mem_kib / 2**20, 1), "python": platform.python_version(),
-            "platform": platform.platform(), "pandas": pandas.__version__,
-            "pyarrow": pyarrow.__version__, "great_expectations": great_expectations.__version__}
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--cores", type=int, default=None, help="pin each task to N cores")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", choices=["generate", "validate", "baseline"])
     parser.add_argument("--work", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.work, args.cores)
         return
+    info = machine(("pyarrow", "great_expectations"))
     runs = []
     for n_events in args.events:
         with tempfile.TemporaryDirectory(prefix="bench_validate_") as tmp:
@@ -184,10 +170,8 @@ def main() -> None:
         runs.append({"events": n_events, "generate": generated, "baseline": baseline,
                      "validate": result, "validate_over_baseline_wall": ratio})
         print(json.dumps(runs[-1]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine(), "cores_pinned": args.cores,
-                                    "runs": runs}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result("validate", {"machine": info, "cores_pinned": args.cores, "runs": runs},
+                 args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""seqrec's benchmark suite: `python -m bench <suite>` (see docs/benchmarks.md)."""
