@@ -8,8 +8,12 @@ causal mask turns tokens into hidden states; the item embedding table doubles as
 layer (tied weights: `score = hidden @ item_emb.T`), as in SASRec (Kang & McAuley, ICDM 2018).
 
 NOTE: departs from the SASRec paper in the loss (full softmax cross-entropy by default, as
-in Klenitskiy & Vasilev, RecSys 2023) and adds the event-type and time-gap embeddings and a
-purchase-probability head (is the next target event a purchase rather than a cart).
+in Klenitskiy & Vasilev, RecSys 2023) and adds the event-type and time-gap embeddings, a
+purchase-probability head (is the next target event a purchase rather than a cart) and a
+next-type query: the item scores are conditioned on the type of the event being predicted
+(a learned query embedding added to the hidden state, then a small residual feed-forward
+block), so pretraining (next view, cart or purchase) and fine-tuning (next cart/purchase)
+train the same head with different queries, and the pretrained "next cart" is already there.
 
 Model folder (`docs/interfaces.md`): `model.safetensors`, `config.json`, `vocab.parquet`,
 `training.json`. Loading never unpickles: safetensors for weights, JSON for the config.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -113,6 +118,12 @@ class SeqRecModel(nn.Module):
             layer, config.n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False
         )
         self.purchase_head = nn.Linear(d, 1)
+        # Next-type query: which kind of event the item scores are for (PAD = unused).
+        self.query_emb = nn.Embedding(config.n_event_types + 1, d, padding_idx=PAD)
+        self.query_norm = nn.LayerNorm(d)
+        self.query_ffn = nn.Sequential(
+            nn.Linear(d, config.ffn_dim), nn.GELU(), nn.Linear(config.ffn_dim, d)
+        )
         self.apply(self._init_weights)
 
     @staticmethod
@@ -159,9 +170,46 @@ class SeqRecModel(nn.Module):
         x = self.emb_dropout(x) * (items != PAD)[..., None]  # padding carries no signal
         return self.encoder(x, mask=self._attention_mask(items))  # (B, T, D)
 
+    def query(self, hidden: torch.Tensor, next_types: torch.Tensor) -> torch.Tensor:
+        """Condition hidden states on the type of the event to predict: (N, D), (N,) -> (N, D).
+
+        The query embedding is added, then a residual feed-forward block mixes it in
+        non-linearly: an added vector alone would only shift each item's score by a
+        per-type constant, while "next view" and "next cart" need different items (a
+        similar item vs. the one just viewed).
+        """
+        queried = hidden + self.query_emb(next_types)  # (N, D)
+        return queried + self.query_ffn(self.query_norm(queried))  # (N, D)
+
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3)."""
+        """Scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3).
+
+        `hidden` is a queried state (`query`)."""
         return hidden @ self.item_emb.weight[N_RESERVED:].T
+
+    def default_query_types(self) -> list[int]:
+        """Type ids scored by `score_last`: the fine-tuning targets (every type if none)."""
+        cfg = self.config
+        names = [t for t in cfg.target_event_types if t in cfg.event_types] or cfg.event_types
+        return [1 + cfg.event_types.index(t) for t in names]
+
+    def _query_weights(self, query_types: list[int], purchase_logit: torch.Tensor):
+        """(B, Q) probability of each queried type being the next target event.
+
+        With the purchase head's positive type among several queried types, it gets
+        sigmoid(purchase_logit) and the others share the rest (the head's training
+        label); otherwise the types weigh the same.
+        """
+        cfg = self.config
+        n = len(query_types)
+        positive = (1 + cfg.event_types.index(cfg.positive_event_type)
+                    if cfg.positive_event_type in cfg.event_types else None)
+        if n == 1 or positive not in query_types:
+            return torch.full((purchase_logit.shape[0], n), 1.0 / n, device=purchase_logit.device)
+        p_positive = torch.sigmoid(purchase_logit.float())[:, None]  # (B, 1)
+        is_positive = torch.tensor([t == positive for t in query_types],
+                                   device=purchase_logit.device)  # (Q,)
+        return torch.where(is_positive, p_positive, (1 - p_positive) / (n - 1))  # (B, Q)
 
     def purchase_logit(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N,) logit that the next target event is `positive_event_type`."""
@@ -169,25 +217,45 @@ class SeqRecModel(nn.Module):
 
     @torch.no_grad()
     def score_last(
-        self, items: torch.Tensor, types: torch.Tensor, ts: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        types: torch.Tensor,
+        ts: torch.Tensor | None = None,
+        query_types: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-item scores and purchase logit after the last event of LEFT-padded histories.
+
+        Scores are log-probabilities of the next item given the kind of event asked for:
+        with several query types, the mixture `log sum_q P(q) P(item | q)`, P(q) from the
+        purchase head (`_query_weights`). By default the query is the fine-tuning targets
+        (cart or purchase): "what will they cart or buy next".
 
         Args:
             items: (B, T) int64 item ids, PAD=0 on the left.
             types: (B, T) int64 event-type ids, PAD=0 on the left.
             ts: (B, T) int64 unix seconds; needed only when `time_gap_buckets > 0`.
+            query_types: event-type ids of the next event to score for; None = the
+                config's `target_event_types` (every type when it has none).
 
         Returns:
             item_logits (B, vocab_size) float with reserved tokens at -inf, and
             purchase_logit (B,).
         """
         last = self(items, types, ts)[:, -1]  # (B, D)
+        purchase_logit = self.purchase_logit(last)  # (B,)
+        query_types = list(query_types or self.default_query_types())
+        weights = self._query_weights(query_types, purchase_logit)  # (B, Q)
+        mixture = None
+        for q, query_type in enumerate(query_types):
+            query = torch.full_like(purchase_logit, query_type, dtype=torch.long)  # (B,)
+            log_p = torch.log_softmax(self.item_logits(self.query(last, query)).float(), 1)
+            term = log_p + torch.log(weights[:, q : q + 1])  # (B, V - 3)
+            mixture = term if mixture is None else torch.logaddexp(mixture, term)
         reserved = torch.full(
-            (last.shape[0], N_RESERVED), float("-inf"), dtype=last.dtype, device=last.device
+            (last.shape[0], N_RESERVED), float("-inf"), dtype=mixture.dtype, device=last.device
         )
-        item_logits = torch.cat([reserved, self.item_logits(last)], dim=1)  # (B, V)
-        return item_logits, self.purchase_logit(last)
+        item_logits = torch.cat([reserved, mixture], dim=1)  # (B, V)
+        return item_logits, purchase_logit
 
     def estimate_train_flops(self, positions: int, seq_len: int, scored: int) -> float:
         """Training FLOPs of one step (forward + backward = 3x forward), nanoGPT-style.

@@ -85,7 +85,7 @@ class SeqRecModule(pl.LightningModule):
 
     # ---- losses -------------------------------------------------------------------------
     def item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """hidden (N, D) at target positions, targets (N,) item ids -> scalar loss."""
+        """Queried hidden (N, D) at target positions, targets (N,) item ids -> scalar loss."""
         if self.hparams.loss == "sampled_softmax":
             return self._sampled_softmax(hidden, targets)
         logits = self.model.item_logits(hidden)  # (N, V - 3)
@@ -107,7 +107,8 @@ class SeqRecModule(pl.LightningModule):
         hidden = self.model(batch["items"], batch["types"], batch["ts"])  # (B, T, D)
         mask = batch["item_mask"]  # (B, T)
         at_targets = hidden[mask]  # (N, D): only positions with a target reach the logits
-        losses = {"item_loss": self.item_loss(at_targets, batch["next_items"][mask])}
+        queried = self.model.query(at_targets, batch["next_types"][mask])  # (N, D)
+        losses = {"item_loss": self.item_loss(queried, batch["next_items"][mask])}
         losses["loss"] = losses["item_loss"]
         if self.hparams.purchase_loss_weight > 0:
             losses["purchase_loss"] = F.binary_cross_entropy_with_logits(
