@@ -9,11 +9,10 @@ layer (tied weights: `score = hidden @ item_emb.T`), as in SASRec (Kang & McAule
 
 NOTE: departs from the SASRec paper in the loss (full softmax cross-entropy by default, as
 in Klenitskiy & Vasilev, RecSys 2023) and adds the event-type and time-gap embeddings, a
-purchase-probability head (is the next target event a purchase rather than a cart) and a
-next-type query: the item scores are conditioned on the type of the event being predicted
-(a learned query embedding added to the hidden state, then a small residual feed-forward
-block), so pretraining (next view, cart or purchase) and fine-tuning (next cart/purchase)
-train the same head with different queries, and the pretrained "next cart" is already there.
+purchase-probability head (is the next target event a purchase rather than a cart) and
+`pipeline.model_heads.NextItemHead`: item scores conditioned on the type of the event being
+predicted (next view / cart / purchase), optionally mixed with a copy pointer over the
+history (shoppers cart what they viewed).
 
 Model folder (`docs/interfaces.md`): `model.safetensors`, `config.json`, `vocab.parquet`,
 `training.json`. Loading never unpickles: safetensors for weights, JSON for the config.
@@ -31,6 +30,11 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.model_heads import (
+    NextItemHead,
+    copy_log_probs_over_items,
+    mix,
+)
 
 PAD, MASK, UNK = 0, 1, 2
 N_RESERVED = 3  # token ids below this are never recommended
@@ -42,7 +46,7 @@ INIT_STD = 0.02  # normal init of embeddings and linear layers (BERT/GPT-2 conve
 ACTIVATION = "gelu"
 ARCHITECTURE_FIELDS = (
     "vocab_size", "max_len", "n_event_types", "hidden_dim", "n_layers", "n_heads",
-    "ffn_dim", "time_gap_buckets",
+    "ffn_dim", "time_gap_buckets", "copy_head",
 )  # fields that must agree for weights to be reusable (dropout and heads' use may differ)
 
 
@@ -59,6 +63,7 @@ class ModelConfig:
     ffn_dim: int = 64  # feed-forward width (SASRec uses hidden_dim)
     dropout: float = 0.2
     time_gap_buckets: int = 0  # log2-second buckets of the gap to the previous event; 0 = off
+    copy_head: bool = True  # mix a pointer over the history into the next-item scores
     target_event_types: list[str] = field(default_factory=list)  # fine-tuning targets
     positive_event_type: str | None = None  # purchase head: next target event is this type
 
@@ -118,12 +123,7 @@ class SeqRecModel(nn.Module):
             layer, config.n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False
         )
         self.purchase_head = nn.Linear(d, 1)
-        # Next-type query: which kind of event the item scores are for (PAD = unused).
-        self.query_emb = nn.Embedding(config.n_event_types + 1, d, padding_idx=PAD)
-        self.query_norm = nn.LayerNorm(d)
-        self.query_ffn = nn.Sequential(
-            nn.Linear(d, config.ffn_dim), nn.GELU(), nn.Linear(config.ffn_dim, d)
-        )
+        self.head = NextItemHead(d, config.ffn_dim, config.n_event_types, config.copy_head)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -171,15 +171,8 @@ class SeqRecModel(nn.Module):
         return self.encoder(x, mask=self._attention_mask(items))  # (B, T, D)
 
     def query(self, hidden: torch.Tensor, next_types: torch.Tensor) -> torch.Tensor:
-        """Condition hidden states on the type of the event to predict: (N, D), (N,) -> (N, D).
-
-        The query embedding is added, then a residual feed-forward block mixes it in
-        non-linearly: an added vector alone would only shift each item's score by a
-        per-type constant, while "next view" and "next cart" need different items (a
-        similar item vs. the one just viewed).
-        """
-        queried = hidden + self.query_emb(next_types)  # (N, D)
-        return queried + self.query_ffn(self.query_norm(queried))  # (N, D)
+        """Condition hidden states on the type of the event to predict: (..., D) -> (..., D)."""
+        return self.head.query(hidden, next_types)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3).
@@ -241,21 +234,27 @@ class SeqRecModel(nn.Module):
             item_logits (B, vocab_size) float with reserved tokens at -inf, and
             purchase_logit (B,).
         """
-        last = self(items, types, ts)[:, -1]  # (B, D)
+        hidden = self(items, types, ts)  # (B, T, D)
+        items = items[:, -self.config.max_len :]  # (B, T) as the encoder saw them
+        last = hidden[:, -1]  # (B, D)
         purchase_logit = self.purchase_logit(last)  # (B,)
         query_types = list(query_types or self.default_query_types())
         weights = self._query_weights(query_types, purchase_logit)  # (B, Q)
+        reserved = torch.full((last.shape[0], N_RESERVED), float("-inf"), device=last.device)
         mixture = None
         for q, query_type in enumerate(query_types):
             query = torch.full_like(purchase_logit, query_type, dtype=torch.long)  # (B,)
-            log_p = torch.log_softmax(self.item_logits(self.query(last, query)).float(), 1)
-            term = log_p + torch.log(weights[:, q : q + 1])  # (B, V - 3)
+            queried = self.query(last, query)  # (B, D)
+            log_p = torch.log_softmax(self.item_logits(queried).float(), 1)  # (B, V - 3)
+            log_p = torch.cat([reserved, log_p], dim=1)  # (B, V)
+            if self.config.copy_head:
+                log_copy = self.head.copy_log_probs(queried[:, None], hidden, items)[:, 0]
+                log_copy = copy_log_probs_over_items(log_copy, items, self.config.vocab_size)
+                log_p = mix(self.head.gate_logit(queried)[:, None], log_p, log_copy)
+            term = log_p + torch.log(weights[:, q : q + 1])  # (B, V)
             mixture = term if mixture is None else torch.logaddexp(mixture, term)
-        reserved = torch.full(
-            (last.shape[0], N_RESERVED), float("-inf"), dtype=mixture.dtype, device=last.device
-        )
-        item_logits = torch.cat([reserved, mixture], dim=1)  # (B, V)
-        return item_logits, purchase_logit
+        mixture[:, :N_RESERVED] = float("-inf")
+        return mixture, purchase_logit
 
     def estimate_train_flops(self, positions: int, seq_len: int, scored: int) -> float:
         """Training FLOPs of one step (forward + backward = 3x forward), nanoGPT-style.
