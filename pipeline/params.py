@@ -91,7 +91,7 @@ class SyntheticParams(Section):
     consumable_share: float = Field(default=0.3, ge=0, le=1)
     repeat_prob: float = Field(default=0.3, ge=0, le=1)
     interest_drift: float = Field(default=0.1, ge=0, le=1)
-    brand_affinity: float = Field(default=2.0, ge=0)
+    brand_affinity: float = Field(default=3.0, ge=0)
     price_affinity: float = Field(default=1.0, ge=0)
     consideration_set: int = Field(default=2, gt=0)
 

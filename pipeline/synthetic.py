@@ -185,7 +185,9 @@ class _Shop:
                 forced = np.zeros(active, dtype=bool)
             view_ms = clock_ms[:active].copy()
             self.log.add(sessions[:active], items, VIEW, view_ms)
-            carted = forced | self.taste.choose(rng, users[:active], items, p.cart_rate)
+            carted = forced | self.taste.choose(
+                rng, users[:active], items, p.cart_rate, per_user=True
+            )
             deferred = carted & ~forced & (rng.random(active) < p.cart_later_share)
             right_away = carted & ~deferred
             cart_ms = view_ms + _dwell_ms(rng, active, CART_DWELL_S)
@@ -216,7 +218,7 @@ class _Shop:
         self.last_cart[users[position[last_of_session]]] = item[last_of_session]
 
         bought = np.flatnonzero(
-            self.taste.choose(rng, users[position], item, p.purchase_rate)
+            self.taste.choose(rng, users[position], item, p.purchase_rate, per_user=False)
         )
         purchase_ms = _queue(clock_ms, position[bought], rng, CHECKOUT_DWELL_S)
         self.log.add(sessions[position[bought]], item[bought], PURCHASE, purchase_ms)

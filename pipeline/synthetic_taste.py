@@ -39,6 +39,7 @@ class Taste:
     price_band: np.ndarray  # (n_users,) float, preferred relative price (std units)
     item_brand: np.ndarray  # (n_items,) int
     relative_price: np.ndarray  # (n_items,) float, log-price vs. category mean (std units)
+    expected_weight: np.ndarray  # (n_users,) mean exp(a) over the catalogue, per user
     brand_affinity: float
     price_affinity: float
     consideration_set: int
@@ -49,12 +50,18 @@ class Taste:
         gap = self.relative_price[items] - self.price_band[users]
         return self.brand_affinity * loyal - self.price_affinity * gap**2 / 2
 
-    def choose(self, rng, users, items, base_rate: float) -> np.ndarray:
-        """Bool mask: each (user, item) kept with probability base_rate * exp(a) / mean."""
+    def choose(self, rng, users, items, base_rate: float, per_user: bool) -> np.ndarray:
+        """Bool mask: each (user, item) kept with probability base_rate * exp(a) / norm.
+
+        `per_user`: norm = the user's mean weight over the catalogue, so each shopper keeps
+        about the same number of carts and taste decides which; otherwise the mean over
+        these rows (for purchases: carts already lean to the taste, the mean keeps the rate).
+        """
         if items.shape[0] == 0:
             return np.zeros(0, dtype=bool)
         weight = np.exp(self.affinity(users, items))
-        probability = np.minimum(1.0, base_rate * weight / weight.mean())
+        norm = self.expected_weight[users] if per_user else weight.mean()
+        probability = np.minimum(1.0, base_rate * weight / norm)
         return rng.random(items.shape[0]) < probability
 
     def pick(self, rng, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -75,9 +82,17 @@ def draw_taste(params: SyntheticParams, catalog: Catalog, rng: np.random.Generat
     spread = log_price - mean[catalog.category]
     sd = np.sqrt(np.bincount(catalog.category, spread**2, n_categories) / np.maximum(count, 1))
     relative = spread / np.maximum(sd[catalog.category], MIN_PRICE_SPREAD)
+    price_band = rng.standard_normal(params.n_users)
+    # E[exp(a)] over a uniform catalogue item, brand and price taken as independent; the
+    # price term is the Gaussian integral for a standard normal relative price.
+    fan_share = brand_size[favourite] / brand_size.sum()
+    brand_term = 1.0 + fan_share * np.expm1(params.brand_affinity)
+    c = params.price_affinity
+    price_term = np.exp(-c * price_band**2 / (2 * (1 + c))) / np.sqrt(1 + c)
     return Taste(
         favourite_brand=favourite,
-        price_band=rng.standard_normal(params.n_users),
+        price_band=price_band,
+        expected_weight=brand_term * price_term,
         item_brand=catalog.brand,
         relative_price=relative,
         brand_affinity=params.brand_affinity,

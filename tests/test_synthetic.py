@@ -237,7 +237,7 @@ def test_carts_and_purchases_follow_the_shoppers_brand_taste():
     for event_type in ("cart", "purchase"):
         lift = _same_brand_lift(*with_taste, event_type)
         assert lift > 2.0, event_type  # a shopper's carts share a favourite brand
-        assert lift > 1.5 * _same_brand_lift(*without, event_type), event_type
+        assert lift > 1.2 * _same_brand_lift(*without, event_type), event_type
     # the funnel keeps its rates: taste decides which views are carted, not how many
     counts = with_taste[0]["event_type"].value_counts()
     assert 0.06 < counts["cart"] / counts["view"] < 0.11
