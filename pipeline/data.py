@@ -167,6 +167,7 @@ class TrainCollate:
         return {
             "items": rows["items"][:, :-1], "types": rows["types"][:, :-1],
             "ts": rows["ts"][:, :-1], "next_items": next_items,
+            "next_types": next_types,  # (B, T) the query: which kind of event is predicted
             "item_mask": is_target,  # (B, T) positions scored by the item loss
             "purchase_label": (next_types == (self.positive_type_id or -1)).float(),
         }

@@ -71,6 +71,7 @@ def build_config(params: Params, data) -> ModelConfig:
         vocab_size=data.vocab_size, max_len=data.max_len, event_types=data.event_types,
         hidden_dim=m.hidden_dim, n_layers=m.n_layers, n_heads=m.n_heads,
         ffn_dim=m.ffn_dim or m.hidden_dim, dropout=m.dropout, time_gap_buckets=m.time_gap_buckets,
+        copy_head=m.copy_head,
         target_event_types=data.target_event_types, positive_event_type=data.positive_event_type,
     )
 

@@ -8,8 +8,11 @@ causal mask turns tokens into hidden states; the item embedding table doubles as
 layer (tied weights: `score = hidden @ item_emb.T`), as in SASRec (Kang & McAuley, ICDM 2018).
 
 NOTE: departs from the SASRec paper in the loss (full softmax cross-entropy by default, as
-in Klenitskiy & Vasilev, RecSys 2023) and adds the event-type and time-gap embeddings and a
-purchase-probability head (is the next target event a purchase rather than a cart).
+in Klenitskiy & Vasilev, RecSys 2023) and adds the event-type and time-gap embeddings, a
+purchase-probability head (is the next target event a purchase rather than a cart) and
+`pipeline.model_heads.NextItemHead`: item scores conditioned on the type of the event being
+predicted (next view / cart / purchase), optionally mixed with a copy pointer over the
+history (shoppers cart what they viewed).
 
 Model folder (`docs/interfaces.md`): `model.safetensors`, `config.json`, `vocab.parquet`,
 `training.json`. Loading never unpickles: safetensors for weights, JSON for the config.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,6 +30,11 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.model_heads import (
+    NextItemHead,
+    copy_log_probs_over_items,
+    mix,
+)
 
 PAD, MASK, UNK = 0, 1, 2
 N_RESERVED = 3  # token ids below this are never recommended
@@ -37,7 +46,7 @@ INIT_STD = 0.02  # normal init of embeddings and linear layers (BERT/GPT-2 conve
 ACTIVATION = "gelu"
 ARCHITECTURE_FIELDS = (
     "vocab_size", "max_len", "n_event_types", "hidden_dim", "n_layers", "n_heads",
-    "ffn_dim", "time_gap_buckets",
+    "ffn_dim", "time_gap_buckets", "copy_head",
 )  # fields that must agree for weights to be reusable (dropout and heads' use may differ)
 
 
@@ -54,6 +63,7 @@ class ModelConfig:
     ffn_dim: int = 64  # feed-forward width (SASRec uses hidden_dim)
     dropout: float = 0.2
     time_gap_buckets: int = 0  # log2-second buckets of the gap to the previous event; 0 = off
+    copy_head: bool = True  # mix a pointer over the history into the next-item scores
     target_event_types: list[str] = field(default_factory=list)  # fine-tuning targets
     positive_event_type: str | None = None  # purchase head: next target event is this type
 
@@ -113,6 +123,7 @@ class SeqRecModel(nn.Module):
             layer, config.n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False
         )
         self.purchase_head = nn.Linear(d, 1)
+        self.head = NextItemHead(d, config.ffn_dim, config.n_event_types, config.copy_head)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -159,9 +170,39 @@ class SeqRecModel(nn.Module):
         x = self.emb_dropout(x) * (items != PAD)[..., None]  # padding carries no signal
         return self.encoder(x, mask=self._attention_mask(items))  # (B, T, D)
 
+    def query(self, hidden: torch.Tensor, next_types: torch.Tensor) -> torch.Tensor:
+        """Condition hidden states on the type of the event to predict: (..., D) -> (..., D)."""
+        return self.head.query(hidden, next_types)
+
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3)."""
+        """Scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3).
+
+        `hidden` is a queried state (`query`)."""
         return hidden @ self.item_emb.weight[N_RESERVED:].T
+
+    def default_query_types(self) -> list[int]:
+        """Type ids scored by `score_last`: the fine-tuning targets (every type if none)."""
+        cfg = self.config
+        names = [t for t in cfg.target_event_types if t in cfg.event_types] or cfg.event_types
+        return [1 + cfg.event_types.index(t) for t in names]
+
+    def _query_weights(self, query_types: list[int], purchase_logit: torch.Tensor):
+        """(B, Q) probability of each queried type being the next target event.
+
+        With the purchase head's positive type among several queried types, it gets
+        sigmoid(purchase_logit) and the others share the rest (the head's training
+        label); otherwise the types weigh the same.
+        """
+        cfg = self.config
+        n = len(query_types)
+        positive = (1 + cfg.event_types.index(cfg.positive_event_type)
+                    if cfg.positive_event_type in cfg.event_types else None)
+        if n == 1 or positive not in query_types:
+            return torch.full((purchase_logit.shape[0], n), 1.0 / n, device=purchase_logit.device)
+        p_positive = torch.sigmoid(purchase_logit.float())[:, None]  # (B, 1)
+        is_positive = torch.tensor([t == positive for t in query_types],
+                                   device=purchase_logit.device)  # (Q,)
+        return torch.where(is_positive, p_positive, (1 - p_positive) / (n - 1))  # (B, Q)
 
     def purchase_logit(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N,) logit that the next target event is `positive_event_type`."""
@@ -169,25 +210,51 @@ class SeqRecModel(nn.Module):
 
     @torch.no_grad()
     def score_last(
-        self, items: torch.Tensor, types: torch.Tensor, ts: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        types: torch.Tensor,
+        ts: torch.Tensor | None = None,
+        query_types: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-item scores and purchase logit after the last event of LEFT-padded histories.
+
+        Scores are log-probabilities of the next item given the kind of event asked for:
+        with several query types, the mixture `log sum_q P(q) P(item | q)`, P(q) from the
+        purchase head (`_query_weights`). By default the query is the fine-tuning targets
+        (cart or purchase): "what will they cart or buy next".
 
         Args:
             items: (B, T) int64 item ids, PAD=0 on the left.
             types: (B, T) int64 event-type ids, PAD=0 on the left.
             ts: (B, T) int64 unix seconds; needed only when `time_gap_buckets > 0`.
+            query_types: event-type ids of the next event to score for; None = the
+                config's `target_event_types` (every type when it has none).
 
         Returns:
             item_logits (B, vocab_size) float with reserved tokens at -inf, and
             purchase_logit (B,).
         """
-        last = self(items, types, ts)[:, -1]  # (B, D)
-        reserved = torch.full(
-            (last.shape[0], N_RESERVED), float("-inf"), dtype=last.dtype, device=last.device
-        )
-        item_logits = torch.cat([reserved, self.item_logits(last)], dim=1)  # (B, V)
-        return item_logits, self.purchase_logit(last)
+        hidden = self(items, types, ts)  # (B, T, D)
+        items = items[:, -self.config.max_len :]  # (B, T) as the encoder saw them
+        last = hidden[:, -1]  # (B, D)
+        purchase_logit = self.purchase_logit(last)  # (B,)
+        query_types = list(query_types or self.default_query_types())
+        weights = self._query_weights(query_types, purchase_logit)  # (B, Q)
+        reserved = torch.full((last.shape[0], N_RESERVED), float("-inf"), device=last.device)
+        mixture = None
+        for q, query_type in enumerate(query_types):
+            query = torch.full_like(purchase_logit, query_type, dtype=torch.long)  # (B,)
+            queried = self.query(last, query)  # (B, D)
+            log_p = torch.log_softmax(self.item_logits(queried).float(), 1)  # (B, V - 3)
+            log_p = torch.cat([reserved, log_p], dim=1)  # (B, V)
+            if self.config.copy_head:
+                log_copy = self.head.copy_log_probs(queried[:, None], hidden, items)[:, 0]
+                log_copy = copy_log_probs_over_items(log_copy, items, self.config.vocab_size)
+                log_p = mix(self.head.gate_logit(queried)[:, None], log_p, log_copy)
+            term = log_p + torch.log(weights[:, q : q + 1])  # (B, V)
+            mixture = term if mixture is None else torch.logaddexp(mixture, term)
+        mixture[:, :N_RESERVED] = float("-inf")
+        return mixture, purchase_logit
 
     def estimate_train_flops(self, positions: int, seq_len: int, scored: int) -> float:
         """Training FLOPs of one step (forward + backward = 3x forward), nanoGPT-style.

@@ -91,6 +91,9 @@ class SyntheticParams(Section):
     consumable_share: float = Field(default=0.3, ge=0, le=1)
     repeat_prob: float = Field(default=0.3, ge=0, le=1)
     interest_drift: float = Field(default=0.1, ge=0, le=1)
+    brand_affinity: float = Field(default=3.0, ge=0)
+    price_affinity: float = Field(default=1.0, ge=0)
+    consideration_set: int = Field(default=2, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticParams:
@@ -157,11 +160,15 @@ class ModelParams(Section):
     loss: Literal["full_ce", "sampled_softmax"] = "full_ce"
     n_negatives: int = Field(default=256, gt=0)
     ffn_dim: int | None = Field(default=None, gt=0)
+    copy_head: bool = True
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelParams:
         if self.hidden_dim % self.n_heads:
             raise ValueError("model.hidden_dim must be divisible by model.n_heads")
+        if self.copy_head and self.loss != "full_ce":
+            raise ValueError("model.copy_head needs loss full_ce (the copy mixture needs "
+                             "normalised next-item probabilities); set copy_head: false")
         return self
 
 

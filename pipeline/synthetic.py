@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from pipeline.params import ParamsError, SyntheticParams
 from pipeline.synthetic_catalog import Catalog, build_catalog, padded_ids
+from pipeline.synthetic_taste import draw_taste
 
 SOURCE_FILE = "synthetic"
 VIEW, CART, PURCHASE = 0, 1, 2  # positions in data.event_types (funnel order)
@@ -116,16 +117,25 @@ class _Shop:
         self.params, self.catalog, self.rng = params, catalog, rng
         n = params.n_users
         self.favourite = catalog.draw_categories(rng, n)
+        self.taste = draw_taste(params, catalog, rng)
         self.last_cart = np.full(n, -1, dtype=np.int64)  # last item carted in the last session
         self.last_consumable = np.full(n, -1, dtype=np.int64)  # last consumable bought
         # When the user's last session ended (its last event + a dwell).
         self.last_end_ms = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
         self.log = _EventLog()
 
+    def popular_views(self, users: np.ndarray, categories: np.ndarray) -> np.ndarray:
+        """A click on a listing: the best by taste of `consideration_set` popular items."""
+        k = self.taste.consideration_set
+        if k == 1:
+            return self.catalog.draw_items(self.rng, categories)
+        candidates = self.catalog.draw_items(self.rng, np.repeat(categories, k))
+        return self.taste.pick(self.rng, users, candidates.reshape(-1, k))
+
     def first_views(self, users: np.ndarray, categories: np.ndarray):
         """Session openers: a consumable re-bought, a complement, or a popular item."""
         p, rng = self.params, self.rng
-        items = self.catalog.draw_items(rng, categories)
+        items = self.popular_views(users, categories)
         consumable, carted = self.last_consumable[users], self.last_cart[users]
         repeat = (consumable >= 0) & (rng.random(users.shape[0]) < p.repeat_prob)
         complement = ~repeat & (carted >= 0) & (rng.random(users.shape[0]) < p.complement_prob)
@@ -133,11 +143,11 @@ class _Shop:
         items[repeat] = consumable[repeat]
         return items, repeat
 
-    def next_views(self, previous: np.ndarray, previous_carted: np.ndarray, categories):
+    def next_views(self, users, previous: np.ndarray, previous_carted: np.ndarray, categories):
         """Later views: complement of a just-carted item, a similar item, or a popular one."""
         p, rng, catalog = self.params, self.rng, self.catalog
         n = previous.shape[0]
-        items = catalog.draw_items(rng, categories)
+        items = self.popular_views(users, categories)
         complement = previous_carted & (rng.random(n) < p.complement_prob)
         similar = ~complement & (rng.random(n) < p.similar_prob)
         pick = rng.integers(0, catalog.similar.shape[1], int(similar.sum()))
@@ -169,12 +179,15 @@ class _Shop:
                 items, forced = self.first_views(users, categories)
             else:
                 items = self.next_views(
-                    previous[:active], previous_carted[:active], categories[:active]
+                    users[:active], previous[:active], previous_carted[:active],
+                    categories[:active],
                 )
                 forced = np.zeros(active, dtype=bool)
             view_ms = clock_ms[:active].copy()
             self.log.add(sessions[:active], items, VIEW, view_ms)
-            carted = forced | (rng.random(active) < p.cart_rate)
+            carted = forced | self.taste.choose(
+                rng, users[:active], items, p.cart_rate, per_user=True
+            )
             deferred = carted & ~forced & (rng.random(active) < p.cart_later_share)
             right_away = carted & ~deferred
             cart_ms = view_ms + _dwell_ms(rng, active, CART_DWELL_S)
@@ -204,7 +217,9 @@ class _Shop:
         self.last_cart[users] = -1
         self.last_cart[users[position[last_of_session]]] = item[last_of_session]
 
-        bought = np.flatnonzero(rng.random(item.shape[0]) < p.purchase_rate)
+        bought = np.flatnonzero(
+            self.taste.choose(rng, users[position], item, p.purchase_rate, per_user=False)
+        )
         purchase_ms = _queue(clock_ms, position[bought], rng, CHECKOUT_DWELL_S)
         self.log.add(sessions[position[bought]], item[bought], PURCHASE, purchase_ms)
         self.last_end_ms[users] = clock_ms

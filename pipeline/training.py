@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.model import N_RESERVED, PAD, ModelConfig, SeqRecModel
+from pipeline.model_heads import copy_log_prob_of, mix
 
 VAL_K = 10  # early stopping and model selection use NDCG@10
 VAL_METRIC = f"val_ndcg@{VAL_K}"
@@ -84,14 +85,14 @@ class SeqRecModule(pl.LightningModule):
         self.register_buffer("sample_prob", counts / counts.sum(), persistent=False)
 
     # ---- losses -------------------------------------------------------------------------
-    def item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """hidden (N, D) at target positions, targets (N,) item ids -> scalar loss."""
+    def generate_log_prob(self, queried: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Queried hidden (N, D) at target positions, targets (N,) -> (N,) log P_generate."""
         if self.hparams.loss == "sampled_softmax":
-            return self._sampled_softmax(hidden, targets)
-        logits = self.model.item_logits(hidden)  # (N, V - 3)
-        return F.cross_entropy(logits.float(), targets - N_RESERVED)
+            return self._sampled_log_prob(queried, targets)
+        logits = self.model.item_logits(queried)  # (N, V - 3)
+        return -F.cross_entropy(logits.float(), targets - N_RESERVED, reduction="none")
 
-    def _sampled_softmax(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _sampled_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weights = self.model.item_emb.weight  # (V, D), tied output
         negatives = torch.multinomial(self.sample_prob, self.hparams.n_negatives,
                                       replacement=True)  # (S,)
@@ -100,18 +101,28 @@ class SeqRecModule(pl.LightningModule):
         neg = (hidden @ weights[negatives].T).float() - log_q[negatives]  # (N, S)
         neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + S)
-        return F.cross_entropy(logits, torch.zeros_like(targets))
+        return -F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
 
     def batch_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`loss` (what is optimised), `item_loss` and, when weighted, `purchase_loss`."""
-        hidden = self.model(batch["items"], batch["types"], batch["ts"])  # (B, T, D)
+        items = batch["items"]  # (B, T)
+        hidden = self.model(items, batch["types"], batch["ts"])  # (B, T, D)
         mask = batch["item_mask"]  # (B, T)
-        at_targets = hidden[mask]  # (N, D): only positions with a target reach the logits
-        losses = {"item_loss": self.item_loss(at_targets, batch["next_items"][mask])}
+        targets = batch["next_items"][mask]  # (N,)
+        queried = self.model.query(hidden, batch["next_types"])  # (B, T, D)
+        at_targets = queried[mask]  # (N, D): only positions with a target reach the logits
+        log_p = self.generate_log_prob(at_targets, targets)  # (N,)
+        if self.model.config.copy_head:
+            head = self.model.head
+            log_copy = head.copy_log_probs(queried, hidden, items)[mask]  # (N, T)
+            history = items[:, None, :].expand(-1, items.shape[1], -1)[mask]  # (N, T)
+            log_p = mix(head.gate_logit(at_targets), log_p,
+                        copy_log_prob_of(log_copy, history, targets))
+        losses = {"item_loss": -log_p.mean()}
         losses["loss"] = losses["item_loss"]
         if self.hparams.purchase_loss_weight > 0:
             losses["purchase_loss"] = F.binary_cross_entropy_with_logits(
-                self.model.purchase_logit(at_targets).float(), batch["purchase_label"][mask])
+                self.model.purchase_logit(hidden[mask]).float(), batch["purchase_label"][mask])
             losses["loss"] = losses["loss"] + (self.hparams.purchase_loss_weight
                                                * losses["purchase_loss"])
         return losses

@@ -331,6 +331,7 @@ model: {hidden_dim: 32, n_layers: 1, n_heads: 2}
 pretrain: {epochs: 4, batch_size: 64}
 finetune: {epochs: 6, batch_size: 64, patience: 3}
 trainer: {accelerator: cpu, devices: 1}
+sequences: {previous_vocab: null}  # the fresh tmp project has no data/previous_vocab
 """
 
 

@@ -128,3 +128,24 @@ def test_model_folder_errors_are_one_line(model, tmp_path):
     (out / "config.json").write_text(json.dumps({"hidden_dim": 8}))
     with pytest.raises(ModelError, match="missing model config keys"):
         load_model_dir(out)
+
+
+def test_score_last_queries_the_target_types_mixed_by_the_purchase_head():
+    torch.manual_seed(0)
+    config = tiny_config(target_event_types=["cart", "purchase"], positive_event_type="purchase")
+    model = SeqRecModel(config).eval()
+    items, types, _ = batch()
+    assert model.default_query_types() == [2, 3]
+    cart, purchase_logit = model.score_last(items, types, query_types=[2])
+    buy, _ = model.score_last(items, types, query_types=[3])
+    view, _ = model.score_last(items, types, query_types=[1])
+    assert not torch.allclose(cart[:, N_RESERVED:], view[:, N_RESERVED:])  # the query matters
+    # single query: log-probabilities of that query's softmax
+    torch.testing.assert_close(cart[:, N_RESERVED:].exp().sum(1), torch.ones(3))
+    # default: P(cart) P(item | cart) + P(purchase) P(item | purchase), P from the head
+    p_buy = torch.sigmoid(purchase_logit)[:, None]
+    expected = torch.log((1 - p_buy) * cart[:, N_RESERVED:].exp()
+                         + p_buy * buy[:, N_RESERVED:].exp())
+    mixed, _ = model.score_last(items, types)
+    torch.testing.assert_close(mixed[:, N_RESERVED:], expected)
+    assert torch.isneginf(mixed[:, :N_RESERVED]).all()

@@ -137,8 +137,11 @@ def test_sessions_gaps_daily_rhythm_and_period(shop):
     assert events["timestamp"].min() >= end - pd.Timedelta(days=TINY["days"])
 
 
-def test_consumables_are_bought_again(shop):
-    events, _ = shop
+def test_consumables_are_bought_again():
+    # Taste off: a loyal shopper's favourite items are re-bought in any category, which
+    # would blur the consumable/durable contrast this test is about.
+    events, _ = generate_events(tiny(brand_affinity=0.0, price_affinity=0.0,
+                                     consideration_set=1), EVENT_TYPES)
     purchases = events[events["event_type"] == "purchase"]
     again = purchases.duplicated(["user_id", "item_id"])
     consumable = purchases["category"].str.rstrip(" 0123456789").isin(CONSUMABLE_NAMES)
@@ -213,3 +216,29 @@ def test_extreme_params_keep_the_invariants(overrides):
     assert events["item_id"].isin(catalog["item_id"]).all()
     if overrides.get("cart_rate") == 0.0:
         assert set(events["event_type"]) == {"view"}
+
+
+def _same_brand_lift(events: pd.DataFrame, catalog: pd.DataFrame, event_type: str) -> float:
+    """P(two of a user's `event_type` events share a brand) / P(for two random ones)."""
+    brand = events["item_id"].map(catalog.set_index("item_id")["brand"])
+    chosen = events.assign(brand=brand)[events["event_type"] == event_type]
+    per_user = chosen.groupby(["user_id", "brand"]).size()
+    totals = per_user.groupby(level=0).sum()
+    same_user = (per_user * (per_user - 1)).sum() / (totals * (totals - 1)).sum()
+    overall = chosen["brand"].value_counts(normalize=True)
+    return float(same_user / (overall**2).sum())
+
+
+def test_carts_and_purchases_follow_the_shoppers_brand_taste():
+    params = {"n_users": 600, "days": 30}
+    with_taste = generate_events(SyntheticParams(**params), EVENT_TYPES)
+    without = generate_events(SyntheticParams(**params, brand_affinity=0.0, price_affinity=0.0,
+                                              consideration_set=1), EVENT_TYPES)
+    for event_type in ("cart", "purchase"):
+        lift = _same_brand_lift(*with_taste, event_type)
+        assert lift > 2.0, event_type  # a shopper's carts share a favourite brand
+        assert lift > 1.2 * _same_brand_lift(*without, event_type), event_type
+    # the funnel keeps its rates: taste decides which views are carted, not how many
+    counts = with_taste[0]["event_type"].value_counts()
+    assert 0.06 < counts["cart"] / counts["view"] < 0.11
+    assert 0.3 < counts["purchase"] / counts["cart"] < 0.5

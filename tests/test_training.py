@@ -69,7 +69,9 @@ def tiny_module(seq_dir, **overrides) -> SeqRecModule:
     from pipeline.params import parse_params
 
     data = load_sequences(seq_dir)
-    config = build_config(parse_params(TINY), data)
+    copy_head = overrides.get("loss", "full_ce") == "full_ce"  # the mixture needs full CE
+    config = build_config(parse_params({**TINY, "model": {**TINY["model"],
+                                                          "copy_head": copy_head}}), data)
     kwargs = {"lr": 0.01, "weight_decay": 0.0, "warmup_steps": 2, **overrides}
     return SeqRecModule(config=asdict(config), **kwargs), data
 
@@ -296,3 +298,35 @@ def test_same_seed_and_params_give_the_same_weights(tmp_path, mlflow_uri):
     assert weights[0].keys() == weights[1].keys()
     for name, tensor in weights[0].items():
         assert torch.equal(tensor, weights[1][name]), name
+
+
+def test_next_type_query_learns_different_items_for_views_and_carts():
+    """Views move on to the next item, carts repeat the item just viewed: one model, one
+    head, two queries. Without the query the two targets would be indistinguishable."""
+    from pipeline.model import ModelConfig
+
+    torch.manual_seed(0)
+    n_items, length, n_rows = 12, 8, 256
+    config = ModelConfig(vocab_size=3 + n_items, max_len=length, event_types=["view", "cart",
+                         "purchase"], hidden_dim=32, n_layers=1, n_heads=2, ffn_dim=32,
+                         dropout=0.0, target_event_types=["cart"], positive_event_type="cart")
+    module = SeqRecModule(config=config.__dict__, lr=0.01, weight_decay=0.0, warmup_steps=1)
+    types = torch.randint(1, 3, (n_rows, length + 1))  # view (1) or cart (2)
+    steps = torch.where(types[:, 1:] == 1, 1, 0)  # a view moves on, a cart stays
+    start = torch.randint(0, n_items, (n_rows, 1))
+    walk = torch.cat([start, start + steps.cumsum(1)], dim=1) % n_items + 3  # (N, L+1)
+    batch = {"items": walk[:, :-1], "types": types[:, :-1], "ts": torch.zeros_like(walk[:, :-1]),
+             "next_items": walk[:, 1:], "next_types": types[:, 1:],
+             "item_mask": torch.ones(n_rows, length, dtype=torch.bool),
+             "purchase_label": torch.zeros(n_rows, length)}
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        module.batch_losses(batch)["loss"].backward()
+        optimizer.step()
+    module.eval()
+    last = walk[:, -2]  # the last input item
+    as_view, _ = module.model.score_last(walk[:, :-1], types[:, :-1], query_types=[1])
+    as_cart, _ = module.model.score_last(walk[:, :-1], types[:, :-1], query_types=[2])
+    assert (as_cart.argmax(1) == last).float().mean() > 0.95
+    assert (as_view.argmax(1) == (last - 3 + 1) % n_items + 3).float().mean() > 0.95
