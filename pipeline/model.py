@@ -30,11 +30,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
-from pipeline.model_heads import (
-    NextItemHead,
-    copy_log_probs_over_items,
-    mix,
-)
+from pipeline.model_heads import NextItemHead
 
 PAD, MASK, UNK = 0, 1, 2
 N_RESERVED = 3  # token ids below this are never recommended
@@ -240,21 +236,26 @@ class SeqRecModel(nn.Module):
         purchase_logit = self.purchase_logit(last)  # (B,)
         query_types = list(query_types or self.default_query_types())
         weights = self._query_weights(query_types, purchase_logit)  # (B, Q)
-        reserved = torch.full((last.shape[0], N_RESERVED), float("-inf"), device=last.device)
-        mixture = None
+        # The mixture is built in probability space: one exp per score (softmax) and one log at
+        # the end. The copy part is sparse (at most T items per row), so it is scattered in.
+        # Scores below float32's smallest probability (log-prob < ~-103) tie at -inf, far
+        # below any cut-off a ranking uses.
+        is_item = items >= N_RESERVED  # (B, T): positions the pointer may copy
+        item_column = (items - N_RESERVED).clamp(min=0)  # (B, T) column in the item scores
+        probs = None
         for q, query_type in enumerate(query_types):
             query = torch.full_like(purchase_logit, query_type, dtype=torch.long)  # (B,)
             queried = self.query(last, query)  # (B, D)
-            log_p = torch.log_softmax(self.item_logits(queried).float(), 1)  # (B, V - 3)
-            log_p = torch.cat([reserved, log_p], dim=1)  # (B, V)
+            p_item = torch.softmax(self.item_logits(queried).float(), 1)  # (B, V - 3)
             if self.config.copy_head:
+                p_generate = torch.sigmoid(self.head.gate_logit(queried))[:, None]  # (B, 1)
                 log_copy = self.head.copy_log_probs(queried[:, None], hidden, items)[:, 0]
-                log_copy = copy_log_probs_over_items(log_copy, items, self.config.vocab_size)
-                log_p = mix(self.head.gate_logit(queried)[:, None], log_p, log_copy)
-            term = log_p + torch.log(weights[:, q : q + 1])  # (B, V)
-            mixture = term if mixture is None else torch.logaddexp(mixture, term)
-        mixture[:, :N_RESERVED] = float("-inf")
-        return mixture, purchase_logit
+                p_copy = (log_copy.exp() * (1 - p_generate)).masked_fill(~is_item, 0.0)
+                p_item = p_item.mul_(p_generate).scatter_add_(1, item_column, p_copy)
+            p_item = p_item.mul_(weights[:, q : q + 1])
+            probs = p_item if probs is None else probs.add_(p_item)
+        reserved = torch.full((last.shape[0], N_RESERVED), float("-inf"), device=last.device)
+        return torch.cat([reserved, probs.log_()], dim=1), purchase_logit
 
     def estimate_train_flops(self, positions: int, seq_len: int, scored: int) -> float:
         """Training FLOPs of one step (forward + backward = 3x forward), nanoGPT-style.

@@ -88,11 +88,3 @@ def copy_log_prob_of(log_copy: torch.Tensor, history: torch.Tensor,
     found = is_target.any(dim=-1)  # (N,)
     hits = log_copy.masked_fill(~is_target & found[:, None], float("-inf"))
     return torch.logsumexp(hits, dim=-1).masked_fill(~found, float("-inf"))
-
-
-def copy_log_probs_over_items(log_copy: torch.Tensor, items: torch.Tensor,
-                              vocab_size: int) -> torch.Tensor:
-    """Position log-probs (B, T) -> item log-probs (B, V): an item sums its positions."""
-    probs = torch.zeros(items.shape[0], vocab_size, device=items.device)
-    probs.scatter_add_(1, items, log_copy.exp())
-    return torch.log(probs)  # -inf where the item is not in the history
