@@ -48,6 +48,27 @@ export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execu
 export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="${AIRFLOW_WORKER_LOG_PORT:-8793}"
 export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT="${AIRFLOW_TRIGGERER_LOG_PORT:-8794}"
 export SEQREC_PROJECT_DIR="$PROJECT_DIR"
+
+# First start of a fresh install: land the synthetic shop's events once, so the first
+# triggered run has data to train on and can reach @champion. Skipped as soon as anything
+# was ever landed (files present, or a landing state from an earlier run).
+(cd "$PROJECT_DIR" && python - <<'EOF'
+from pathlib import Path
+
+from pipeline.params import load_params
+from pipeline.synthetic import generate_events
+
+params = load_params("params.yaml")
+landing = Path(params.airflow.landing_dir)
+state = Path(params.airflow.workspace_root) / "landing_state.json"
+if not state.exists() and not any(landing.glob("*")):
+    landing.mkdir(parents=True, exist_ok=True)
+    events, _ = generate_events(params.synthetic, list(params.data.event_types))
+    target = landing / "synthetic_seed.parquet"
+    events.drop(columns=["source_file", "source_row"]).to_parquet(target, index=False)
+    print(f"seeded {target} with {len(events):,} synthetic events (first run's data)")
+EOF
+)
 export PYTHONPATH="$PROJECT_DIR${PYTHONPATH:+:$PYTHONPATH}"
 export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
 export GX_ANALYTICS_ENABLED=false MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
