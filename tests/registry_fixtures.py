@@ -21,10 +21,21 @@ def make_model_dir(root: Path, seed: int = 0) -> tuple[Path, Path]:
     (sequences / "stats.json").write_text(
         json.dumps({"users": 40, "items": N_ITEMS, "events": 360})
     )
+    model_dir = random_model_dir(
+        root / "models" / "finetuned", sequences / "vocab.parquet", MAX_LEN, seed
+    )
+    return sequences, model_dir
+
+
+def random_model_dir(folder: Path, vocab_path: Path, max_len: int, seed: int = 0) -> Path:
+    """A tiny randomly initialised model folder over the vocabulary at `vocab_path`."""
+    import pandas as pd
+
     torch.manual_seed(seed)
+    vocab = pd.read_parquet(vocab_path)
     config = ModelConfig(
-        vocab_size=3 + N_ITEMS,
-        max_len=MAX_LEN,
+        vocab_size=int(vocab["index"].max()) + 1,
+        max_len=max_len,
         event_types=EVENT_TYPES,
         hidden_dim=16,
         n_layers=1,
@@ -34,13 +45,7 @@ def make_model_dir(root: Path, seed: int = 0) -> tuple[Path, Path]:
         target_event_types=["cart", "purchase"],
         positive_event_type="purchase",
     )
-    model_dir = save_model_dir(
-        SeqRecModel(config),
-        root / "models" / "finetuned",
-        sequences / "vocab.parquet",
-        {"epochs": 0, "seed": seed},
-    )
-    return sequences, model_dir
+    return save_model_dir(SeqRecModel(config), folder, vocab_path, {"epochs": 0, "seed": seed})
 
 
 def make_package(root: Path, seed: int = 0) -> Path:

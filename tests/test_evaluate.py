@@ -10,7 +10,7 @@ from tests.conftest import REPO_ROOT, run_cli
 
 pytest.importorskip("pipeline.model", reason="pipeline.model (feat/model) is not on this branch")
 
-from pipeline.model import ModelConfig, SeqRecModel, save_model_dir  # noqa: E402
+from tests.registry_fixtures import random_model_dir  # noqa: E402
 from tests.tiny_sequences import EVENT_TYPES, write_tiny_sequences  # noqa: E402
 
 MAX_LEN = 8
@@ -18,24 +18,7 @@ BASELINES = {"transformer_scratch", "popularity", "recent_popularity", "transiti
 
 
 def make_model(folder: Path, vocab_path: Path, seed: int) -> Path:
-    """A real (untrained, seeded) model folder in the contract's layout."""
-    import torch
-
-    torch.manual_seed(seed)
-    vocab = pd.read_parquet(vocab_path)
-    config = ModelConfig(
-        vocab_size=int(vocab["index"].max()) + 1,
-        max_len=MAX_LEN,
-        event_types=EVENT_TYPES,
-        hidden_dim=16,
-        n_layers=1,
-        n_heads=2,
-        ffn_dim=16,
-        dropout=0.0,
-        target_event_types=["cart", "purchase"],
-        positive_event_type="purchase",
-    )
-    return save_model_dir(SeqRecModel(config), folder, vocab_path, {"epochs": 0})
+    return random_model_dir(folder, vocab_path, MAX_LEN, seed)
 
 
 @pytest.fixture
