@@ -24,6 +24,7 @@ from typing import Any
 
 from pipeline.gate import decide, read_json
 from pipeline.params import Params, load_params
+from pipeline.tracking import default_artifact_location, tracking_uri
 from pipeline.workspace import (
     command_env,
     create_workspace,
@@ -51,10 +52,6 @@ PROMOTER = "airflow:seqrec_retrain"
 def project_dir(default: Path | None = None) -> Path:
     """`SEQREC_PROJECT_DIR`, else `default` (the DAG passes the repo root next to `dags/`)."""
     return Path(os.environ.get("SEQREC_PROJECT_DIR") or default or Path.cwd()).resolve()
-
-
-def tracking_uri(project: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project / 'mlflow.db'}"
 
 
 def _client(project: Path):
@@ -106,9 +103,7 @@ def _ensure_experiment(project: Path, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    local = not tracking_uri(project).startswith(("http://", "https://"))
-    location = (project / "mlartifacts").as_uri() if local else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=default_artifact_location(project))
 
 
 def run_pipeline(project: Path, info: dict[str, Any]) -> dict[str, Any]:

@@ -27,21 +27,26 @@ STAGE_TAG = "seqrec.stage"
 PIPELINE_RUN_ENV = "SEQREC_PIPELINE_RUN"
 
 
-def project_root() -> Path:
-    """The project folder: `SEQREC_HOME`, else the working directory (where dvc runs stages)."""
+def project_root(project: str | Path | None = None) -> Path:
+    """`project` if given, else `SEQREC_HOME`, else the working directory (where dvc runs)."""
+    if project is not None:
+        return Path(project).resolve()
     return Path(os.environ.get("SEQREC_HOME", Path.cwd())).resolve()
 
 
-def tracking_uri() -> str:
+def tracking_uri(project: str | Path | None = None) -> str:
     """`MLFLOW_TRACKING_URI` if set, else the project's SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_root(project) / 'mlflow.db'}"
+    )
 
 
-def default_artifact_location() -> str | None:
+def default_artifact_location(project: str | Path | None = None) -> str | None:
     """Local artifact folder for the embedded store; None lets a remote server decide."""
-    if os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+    if tracking_uri(project).startswith(("http://", "https://")):
         return None
-    return (project_root() / "mlartifacts").as_uri()
+    return (project_root(project) / "mlartifacts").as_uri()
 
 
 def configure() -> str:
