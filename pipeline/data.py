@@ -6,6 +6,11 @@ target), `vocab.parquet`, `meta.json`. Lists are LEFT-padded once, vectorised wi
 each batch is then cut to its own longest history, so short-history data sets (Amazon: ~9
 events) do not pay for `max_len` positions.
 
+Training batches are length-bucketed (`LengthBucketSampler`): rows are shuffled, cut into
+pools of `BUCKET_POOL_BATCHES` batches, sorted by length inside each pool, and the resulting
+batches are shuffled. Each batch then holds histories of similar length, so the transformer
+pays for ~1.2x the real events instead of ~6x on Amazon-like data (median 6 events, some 50).
+
 Training positions: input events `0..L-1` predict events `1..L`. Pretraining uses every
 position with a next event; fine-tuning only those whose next event is a target type
 (cart/purchase; all events when the data has a single type).
@@ -28,6 +33,7 @@ TRAIN_COLUMNS = ("items", "types", "ts")
 VAL_COLUMNS = ("history_items", "history_types", "history_ts", "target_item", "target_type")
 VAL_BATCH_FACTOR = 4  # scoring keeps no activations for backward: larger batches fit
 POPULARITY_PRIOR = 1.0  # added to item counts so items unseen in train keep a finite log q
+BUCKET_POOL_BATCHES = 50  # batches sorted together by length: larger = less padding, less mixing
 
 
 def pad_left(column, width: int) -> np.ndarray:
@@ -142,6 +148,41 @@ class IndexDataset(torch.utils.data.Dataset):
         return index
 
 
+class LengthBucketSampler(torch.utils.data.Sampler):
+    """Every row once per epoch, ordered so that consecutive `batch_size` rows have similar
+    lengths; the order of the batches is random. Deterministic given (seed, epoch).
+
+    A plain index sampler (not a batch sampler): the DataLoader still batches it, and under
+    DDP Lightning wraps it in a `DistributedSamplerWrapper` that deals rows to the ranks.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0,
+                 pool_batches: int = BUCKET_POOL_BATCHES) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.pool = batch_size * pool_batches
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at each epoch start
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start : start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool),
+                                                                      self.batch_size)]
+        for index in rng.permutation(len(batches)):
+            yield from batches[index].tolist()
+
+
 def _trim(arrays: dict[str, torch.Tensor], items_key: str) -> dict[str, torch.Tensor]:
     """Drop the leading columns that are padding in every row of the batch."""
     width = int((arrays[items_key] != PAD).sum(1).max().clamp(min=1))
@@ -193,7 +234,8 @@ def rows_with_targets(data: SequenceData, target_type_ids: list[int] | None) -> 
     return np.flatnonzero(has_next.any(1))
 
 
-def make_loaders(data: SequenceData, batch_size: int, finetune: bool, num_workers: int):
+def make_loaders(data: SequenceData, batch_size: int, finetune: bool, num_workers: int,
+                 seed: int = 0):
     """(train DataLoader, val DataLoader). Lightning adds DistributedSamplers under DDP."""
     from torch.utils.data import DataLoader
 
@@ -202,7 +244,9 @@ def make_loaders(data: SequenceData, batch_size: int, finetune: bool, num_worker
     train_arrays = {k: v[keep] for k, v in data.train.items()}
     positive = data.type_id(data.positive_event_type)
     common = {"num_workers": num_workers, "persistent_workers": num_workers > 0}
-    train = DataLoader(IndexDataset(len(keep)), batch_size=batch_size, shuffle=True,
+    lengths = (train_arrays["items"] != PAD).sum(1)
+    sampler = LengthBucketSampler(lengths, batch_size, seed)
+    train = DataLoader(IndexDataset(len(keep)), batch_size=batch_size, sampler=sampler,
                        collate_fn=TrainCollate(train_arrays, target_ids, positive), **common)
     val = DataLoader(IndexDataset(len(data.val["items"])), batch_size=batch_size *
                      VAL_BATCH_FACTOR, shuffle=False, collate_fn=ValCollate(data.val), **common)

@@ -177,10 +177,11 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         purchase_loss_weight=params.finetune.purchase_loss_weight if spec.finetune else 0.0,
         exclude_history=params.evaluate.exclude_history,
         item_counts=data.item_counts() if params.model.loss == "sampled_softmax" else None,
+        time_budget_s=section.max_time_minutes * 60 if section.max_time_minutes else None,
     )
     init_hash = load_initial_weights(module.model, spec.init_dir, data) if spec.init_dir else None
     train_loader, val_loader = make_loaders(data, section.batch_size, spec.finetune,
-                                            params.trainer.num_workers)
+                                            params.trainer.num_workers, params.trainer.seed)
     throughput = Throughput()
     tracker = MLflowStage(spec.name, params.registry.experiment, params_path,
                           flat_params(params, spec))

@@ -49,11 +49,17 @@ def ndcg_hr_at_k(scores: torch.Tensor, targets: torch.Tensor, k: int = VAL_K):
     return ndcg, hit.float()
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR multiplier: linear warmup to 1, then cosine decay to 0 at `total_steps`."""
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int,
+                  time_progress: float = 0.0) -> float:
+    """LR multiplier: linear warmup to 1, then cosine decay to 0 at `total_steps`.
+
+    `time_progress` (elapsed / time budget) decays it on the clock instead when that is
+    further along: a run cut by `max_time_minutes` still ends its cosine at a low rate.
+    """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    progress = min(1.0, max((step - warmup_steps) / max(1, total_steps - warmup_steps),
+                            time_progress))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -75,6 +81,7 @@ class SeqRecModule(pl.LightningModule):
         purchase_loss_weight: float = 0.0,
         exclude_history: bool = False,
         item_counts: list[float] | None = None,
+        time_budget_s: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["item_counts"])
@@ -161,10 +168,22 @@ class SeqRecModule(pl.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         warmup = min(self.hparams.warmup_steps, max(0, total - 1))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total)
+            optimizer, lambda step: warmup_cosine(step, warmup, total, self._time_progress())
         )
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _time_progress(self) -> float:
+        """Training time spent / `time_budget_s` (0 without a budget). Lightning's Timer
+        (present when the Trainer has `max_time`) keeps the elapsed time across resumes."""
+        from pytorch_lightning.callbacks import Timer
+
+        budget = self.hparams.time_budget_s
+        trainer = self._trainer  # None outside fit (the property would raise)
+        if not budget or trainer is None:
+            return 0.0
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        return timer.time_elapsed() / budget if timer is not None else 0.0
 
 
 def real_tokens(batch: dict[str, torch.Tensor]) -> int:

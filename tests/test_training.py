@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -16,7 +17,7 @@ import yaml
 
 from pipeline.callbacks import FreezePolicy
 from pipeline.cli import main
-from pipeline.data import load_sequences, make_loaders
+from pipeline.data import LengthBucketSampler, load_sequences, make_loaders
 from pipeline.errors import ModelError
 from pipeline.fitting import resolve_precision
 from pipeline.model import load_model_dir
@@ -92,6 +93,50 @@ def test_warmup_then_cosine_decay():
     assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
     assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
     assert warmup_cosine(100, 10, 100) == pytest.approx(0.0)
+    # a time budget further along than the steps decays on the clock; warmup is untouched
+    assert warmup_cosine(10, 10, 100, time_progress=0.5) == pytest.approx(0.5)
+    assert warmup_cosine(10, 10, 100, time_progress=1.5) == pytest.approx(0.0)
+    assert warmup_cosine(55, 10, 100, time_progress=0.1) == pytest.approx(0.5)
+    assert warmup_cosine(0, 10, 100, time_progress=0.9) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("budget_s, decayed", [(None, False), (1e-3, True)])
+def test_time_budget_decays_the_learning_rate_on_the_clock(tmp_path, budget_s, decayed):
+    from datetime import timedelta
+
+    seq = write_tiny_sequences(tmp_path / "seq")
+    module, data = tiny_module(seq, warmup_steps=0, time_budget_s=budget_s)
+    train, _ = make_loaders(data, 16, finetune=False, num_workers=0)
+
+    class StopAfterThreeSteps(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            trainer.should_stop = trainer.global_step >= 3
+
+    trainer = pl.Trainer(max_epochs=50, limit_train_batches=3, max_time=timedelta(minutes=5),
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[StopAfterThreeSteps()])
+    trainer.fit(module, train)
+    assert trainer.global_step == 3  # of 150 planned: the steps alone keep the rate high
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert (lr == pytest.approx(0.0)) is decayed
+
+
+def test_length_buckets_cover_every_row_once_with_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 51, size=1000)
+    sampler = LengthBucketSampler(lengths, batch_size=10, seed=3, pool_batches=20)
+    order = list(sampler)
+    assert sorted(order) == list(range(1000))  # each row exactly once per epoch
+    batches = np.array(order).reshape(100, 10)
+    spread = np.ptp(lengths[batches], axis=1).mean()  # max - min length inside a batch
+    random_spread = np.ptp(lengths[rng.permutation(1000).reshape(100, 10)], axis=1).mean()
+    assert spread < 0.25 * random_spread
+    assert list(sampler) == order  # deterministic for a (seed, epoch)
+    sampler.set_epoch(1)
+    assert list(sampler) != order  # a new shuffle each epoch
+    sampler.set_epoch(0)
+    first_lengths = [lengths[b].min() for b in batches[:10]]
+    assert first_lengths != sorted(first_lengths)  # batches come in random order
 
 
 def test_finetune_batches_score_only_target_events(tmp_path):
