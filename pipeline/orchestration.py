@@ -93,8 +93,43 @@ def snapshot(project: Path, run_id: str) -> dict[str, Any] | None:
     create_workspace(project, workspace, skip, found, landing, params.airflow.landing_source)
     log.info("snapshot of %d files (%d new: %s) in %s", len(found.files), len(found.new),
              found.new, workspace)
-    return {"workspace": str(workspace), "run_key": run_key, "run_id": run_id,
+    info = {"workspace": str(workspace), "run_key": run_key, "run_id": run_id,
             "files": found.files, "new_files": found.new}
+    info["previous_vocab_from"] = seed_previous_vocab(project, info)
+    return info
+
+
+def seed_previous_vocab(project: Path, info: dict[str, Any]) -> str | None:
+    """Copy `@champion`'s vocabulary to the workspace's `sequences.previous_vocab`.
+
+    Known items then keep their token index in the new model (docs/sequences.md); the
+    folder is a DVC dependency of build_sequences, so the copy is part of the run's inputs.
+    Returns the champion's version, or None (no champion yet, or previous_vocab is null).
+    """
+    import shutil
+    import tempfile
+
+    from pipeline.model import VOCAB_FILE
+    from pipeline.model_scorer import find_model_folder
+
+    params = _params(info)
+    name, setting = params.registry.model_name, params.sequences.previous_vocab
+    version = champion_version(project, name) if setting else None
+    if version is None:
+        return None
+    target = Path(info["workspace"]) / setting
+    dest = target if target.suffix == ".parquet" else target / VOCAB_FILE
+    client = _client(project)
+    uri = client.get_model_version_download_uri(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        import mlflow
+
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                                    tracking_uri=tracking_uri(project))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(find_model_folder(Path(local)) / VOCAB_FILE, dest)
+    log.info("@%s (version %s) vocabulary -> %s", CHAMPION, version, dest)
+    return str(version)
 
 
 def _ensure_experiment(project: Path, name: str) -> str:

@@ -156,6 +156,27 @@ def test_full_lifecycle_promote_then_rollback(project, capsys, monkeypatch):
         promotion.rollback(client(project), NAME, "ops")
 
 
+def test_retrain_workspace_gets_the_champions_vocabulary(project):
+    import pandas as pd
+
+    from pipeline import orchestration
+
+    workspace = project / "workspaces" / "run-2"
+    workspace.mkdir(parents=True)
+    (workspace / "params.yaml").write_text(
+        "registry:\n  model_name: seqrec\nsequences:\n  previous_vocab: data/previous_vocab\n")
+    info = {"workspace": str(workspace)}
+    assert orchestration.seed_previous_vocab(project, info) is None  # no champion yet
+    assert not (workspace / "data" / "previous_vocab").exists()
+    registry("register")
+    registry("approve", "--by", "ana")
+    registry("promote")
+    assert orchestration.seed_previous_vocab(project, info) == "1"
+    copied = pd.read_parquet(workspace / "data" / "previous_vocab" / "vocab.parquet")
+    expected = pd.read_parquet(project / "data" / "sequences" / "vocab.parquet")
+    pd.testing.assert_frame_equal(copied, expected)
+
+
 def test_rejection_leaves_champion_and_blocks_promotion(project, capsys, monkeypatch):
     registry("register")
     registry("approve", "--by", "ana")
