@@ -95,41 +95,66 @@ def snapshot(project: Path, run_id: str) -> dict[str, Any] | None:
              found.new, workspace)
     info = {"workspace": str(workspace), "run_key": run_key, "run_id": run_id,
             "files": found.files, "new_files": found.new}
-    info["previous_vocab_from"] = seed_previous_vocab(project, info)
+    info["seeded_from_champion"] = seed_from_champion(project, info)
     return info
 
 
-def seed_previous_vocab(project: Path, info: dict[str, Any]) -> str | None:
-    """Copy `@champion`'s vocabulary to the workspace's `sequences.previous_vocab`.
+def seed_from_champion(project: Path, info: dict[str, Any]) -> str | None:
+    """Give the workspace what `@champion` was trained on, as DVC dependencies.
 
-    Known items then keep their token index in the new model (docs/sequences.md); the
-    folder is a DVC dependency of build_sequences, so the copy is part of the run's inputs.
-    Returns the champion's version, or None (no champion yet, or previous_vocab is null).
+    - its `vocab.parquet` -> `sequences.previous_vocab`: known items keep their token index
+      in the new model (docs/sequences.md);
+    - its validation summary (the `seqrec.validation` tag) -> `validate.previous_summary`:
+      the `volume_change` rule compares this snapshot with the champion's data.
+
+    Returns the champion's version, or None when there is none yet.
     """
+    params = _params(info)
+    name = params.registry.model_name
+    version = champion_version(project, name)
+    if version is None:
+        return None
+    workspace = Path(info["workspace"])
+    if params.sequences.previous_vocab:
+        _copy_champion_vocab(project, name, version, workspace / params.sequences.previous_vocab)
+    if params.validate_.previous_summary:
+        _write_champion_summary(project, name, version,
+                                workspace / params.validate_.previous_summary)
+    return str(version)
+
+
+def _copy_champion_vocab(project: Path, name: str, version: str, target: Path) -> None:
     import shutil
     import tempfile
+
+    import mlflow
 
     from pipeline.model import VOCAB_FILE
     from pipeline.model_scorer import find_model_folder
 
-    params = _params(info)
-    name, setting = params.registry.model_name, params.sequences.previous_vocab
-    version = champion_version(project, name) if setting else None
-    if version is None:
-        return None
-    target = Path(info["workspace"]) / setting
     dest = target if target.suffix == ".parquet" else target / VOCAB_FILE
-    client = _client(project)
-    uri = client.get_model_version_download_uri(name, version)
+    uri = _client(project).get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        import mlflow
-
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
                                                     tracking_uri=tracking_uri(project))
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(find_model_folder(Path(local)) / VOCAB_FILE, dest)
     log.info("@%s (version %s) vocabulary -> %s", CHAMPION, version, dest)
-    return str(version)
+
+
+def _write_champion_summary(project: Path, name: str, version: str, target: Path) -> None:
+    from pipeline.lineage import TAG_VALIDATION
+    from pipeline.validate import PREVIOUS_SUMMARY_FILE
+
+    tag = _client(project).get_model_version(name, version).tags.get(TAG_VALIDATION)
+    if not tag:
+        log.warning("@%s (version %s) has no %s tag: no volume check", CHAMPION, version,
+                    TAG_VALIDATION)
+        return
+    dest = target if target.suffix == ".json" else target / PREVIOUS_SUMMARY_FILE
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(json.loads(tag), indent=2) + "\n")
+    log.info("@%s (version %s) validation summary -> %s", CHAMPION, version, dest)
 
 
 def _ensure_experiment(project: Path, name: str) -> str:

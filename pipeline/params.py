@@ -120,6 +120,7 @@ class ValidateParams(Section):
     min_items: int = Field(default=1, ge=0)
     gx_sample_rows: int = Field(default=200_000, gt=0)
     reference_time: str | None = None
+    previous_summary: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ValidateParams:

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", required=True, help="DVC metrics JSON file")
     parser.add_argument(
         "--previous-summary", default=None,
-        help="summary.json of the previous snapshot (enables the volume_change rule)",
+        help="summary.json of the previous snapshot, or a folder holding one (enables the "
+        "volume_change rule); default: validate.previous_summary",
     )
 
 
@@ -147,9 +148,21 @@ def read_interim(folder: Path) -> tuple[pa.Table, pa.Table]:
     return events, ingest_q
 
 
-def read_previous_rows_in(path: str | None) -> int | None:
-    if path is None:
+PREVIOUS_SUMMARY_FILE = "summary.json"
+
+
+def read_previous_rows_in(path: str | Path | None) -> int | None:
+    """`rows_in` of the previous snapshot's summary; None = no volume check.
+
+    A folder stands for its summary.json; an empty folder (first run, no champion yet) means
+    no previous snapshot. A file path must exist.
+    """
+    if path is None or str(path) == "":
         return None
+    if Path(path).is_dir():
+        path = Path(path) / PREVIOUS_SUMMARY_FILE
+        if not path.is_file():
+            return None
     try:
         return int(json.loads(Path(path).read_text(encoding="utf-8"))["rows_in"])
     except FileNotFoundError:
@@ -246,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
 
     interim = Path(args.interim)
     events, ingest_q = read_interim(interim)
-    previous_rows_in = read_previous_rows_in(args.previous_summary)
+    previous_rows_in = read_previous_rows_in(args.previous_summary or vp.previous_summary)
     lap("read")
     check = check_batch(events, ingest_q, params, now, previous_rows_in)
     del events  # the valid subset and the quarantine are all we need from here

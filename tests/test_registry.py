@@ -156,7 +156,7 @@ def test_full_lifecycle_promote_then_rollback(project, capsys, monkeypatch):
         promotion.rollback(client(project), NAME, "ops")
 
 
-def test_retrain_workspace_gets_the_champions_vocabulary(project):
+def test_retrain_workspace_gets_the_champions_vocabulary_and_summary(project):
     import pandas as pd
 
     from pipeline import orchestration
@@ -164,17 +164,24 @@ def test_retrain_workspace_gets_the_champions_vocabulary(project):
     workspace = project / "workspaces" / "run-2"
     workspace.mkdir(parents=True)
     (workspace / "params.yaml").write_text(
-        "registry:\n  model_name: seqrec\nsequences:\n  previous_vocab: data/previous_vocab\n")
+        "registry:\n  model_name: seqrec\nsequences:\n  previous_vocab: data/previous_vocab\n"
+        "validate:\n  previous_summary: data/previous_validation\n")
     info = {"workspace": str(workspace)}
-    assert orchestration.seed_previous_vocab(project, info) is None  # no champion yet
-    assert not (workspace / "data" / "previous_vocab").exists()
+    assert orchestration.seed_from_champion(project, info) is None  # no champion yet
+    assert not (workspace / "data").exists()
     registry("register")
     registry("approve", "--by", "ana")
     registry("promote")
-    assert orchestration.seed_previous_vocab(project, info) == "1"
+    assert orchestration.seed_from_champion(project, info) == "1"
     copied = pd.read_parquet(workspace / "data" / "previous_vocab" / "vocab.parquet")
     expected = pd.read_parquet(project / "data" / "sequences" / "vocab.parquet")
     pd.testing.assert_frame_equal(copied, expected)
+    # the champion's validation counts (metrics/validation.json of its run) feed volume_change
+    summary = workspace / "data" / "previous_validation" / "summary.json"
+    assert json.loads(summary.read_text())["rows_in"] == 100
+    from pipeline.validate import read_previous_rows_in
+
+    assert read_previous_rows_in(summary.parent) == 100
 
 
 def test_rejection_leaves_champion_and_blocks_promotion(project, capsys, monkeypatch):

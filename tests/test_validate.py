@@ -228,6 +228,16 @@ def test_volume_change_against_previous_snapshot(tmp_path):
     assert error is None and summary["batch"]["volume_change"]["passed"] is True
 
 
+def test_previous_summary_folder_from_params(tmp_path):
+    folder = tmp_path / "previous_validation"  # what dvc.yaml declares as a dependency
+    folder.mkdir()
+    summary, error = run_stage(tmp_path, clean_events(), previous_summary=str(folder))
+    assert error is None and "volume_change" not in summary["batch"]  # empty: first run
+    (folder / "summary.json").write_text(json.dumps({"rows_in": 1000}))  # the champion's data
+    summary, error = run_stage(tmp_path, clean_events(), previous_summary=str(folder))
+    assert "rule volume_change: observed 8.333" in error
+
+
 @pytest.mark.parametrize(("change", "rule", "observed"), [
     ("drop_item_id", "schema.item_id", "missing"),
     ("timestamp_us", "schema.timestamp", "timestamp[us, tz=UTC]"),
