@@ -156,10 +156,12 @@ class SeqRecModule(pl.LightningModule):
 
     # ---- optimiser ----------------------------------------------------------------------
     def configure_optimizers(self):
-        """AdamW (decay on matrices only, nanoGPT-style) with warmup + cosine decay per step."""
+        """AdamW with warmup + cosine decay per step. Weight decay applies to matrices and
+        embedding tables (nanoGPT-style; on sparse catalogues the item table is what
+        overfits), never to biases and norms."""
         trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        decay = [p for n, p in trainable if p.dim() >= 2 and "emb" not in n]
-        no_decay = [p for n, p in trainable if not (p.dim() >= 2 and "emb" not in n)]
+        decay = [p for n, p in trainable if p.dim() >= 2]
+        no_decay = [p for n, p in trainable if p.dim() < 2]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.hparams.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
