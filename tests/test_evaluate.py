@@ -315,6 +315,7 @@ pretrain: {epochs: 4, batch_size: 64}
 finetune: {epochs: 6, batch_size: 64, patience: 3}
 trainer: {accelerator: cpu, devices: 1}
 sequences: {previous_vocab: null}  # the fresh tmp project has no data/previous_vocab
+validate: {previous_summary: null}  # ... nor data/previous_validation
 """
 
 
