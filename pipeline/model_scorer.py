@@ -47,8 +47,12 @@ def find_model_folder(root: Path) -> Path:
     return candidates[0]
 
 
-def resolve_model_dir(spec: str, download_dir: Path) -> Path:
-    """A local model folder, or download an MLflow model/run URI and find the folder in it."""
+def resolve_model_dir(spec: str, download_dir: Path, tracking_uri: str | None = None) -> Path:
+    """A local model folder, or download an MLflow model/run URI and find the folder in it.
+
+    `tracking_uri`: the store to resolve the URI against; None = `pipeline.tracking`'s
+    default (which is also made the process-wide MLflow default).
+    """
     if not is_mlflow_uri(spec):
         folder = Path(spec)
         missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
@@ -59,9 +63,11 @@ def resolve_model_dir(spec: str, download_dir: Path) -> Path:
 
     from pipeline.tracking import configure
 
-    configure()
+    if tracking_uri is None:
+        configure()
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(download_dir))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(download_dir),
+                                                    tracking_uri=tracking_uri)
     except Exception as exc:  # MLflow raises many types; the user needs the URI and the reason
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"{spec}: cannot download the model: {reason}") from None

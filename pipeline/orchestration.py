@@ -127,18 +127,14 @@ def _copy_champion_vocab(project: Path, name: str, version: str, target: Path) -
     import shutil
     import tempfile
 
-    import mlflow
-
     from pipeline.model import VOCAB_FILE
-    from pipeline.model_scorer import find_model_folder
+    from pipeline.model_scorer import resolve_model_dir
 
     dest = target if target.suffix == ".parquet" else target / VOCAB_FILE
-    uri = _client(project).get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
-                                                    tracking_uri=tracking_uri(project))
+        folder = resolve_model_dir(f"models:/{name}/{version}", Path(tmp), tracking_uri(project))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(find_model_folder(Path(local)) / VOCAB_FILE, dest)
+        shutil.copyfile(folder / VOCAB_FILE, dest)
     log.info("@%s (version %s) vocabulary -> %s", CHAMPION, version, dest)
 
 

@@ -169,24 +169,24 @@ class SeqRecModule(pl.LightningModule):
         )
         total = int(self.trainer.estimated_stepping_batches)
         warmup = min(self.hparams.warmup_steps, max(0, total - 1))
+        time_progress = self._time_progress_fn()
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, self._time_progress())
+            optimizer, lambda step: warmup_cosine(step, warmup, total, time_progress())
         )
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _time_progress(self) -> float:
-        """Training time spent / `time_budget_s` (0 without a budget). Lightning's Timer
-        (present when the Trainer has `max_time`) keeps the elapsed time across resumes."""
+    def _time_progress_fn(self):
+        """() -> training time spent / `time_budget_s` (0 without a budget). Lightning's
+        Timer (present when the Trainer has `max_time`) keeps the elapsed time across
+        resumes; it is looked up once, here, not at every step."""
         from pytorch_lightning.callbacks import Timer
 
         budget = self.hparams.time_budget_s
-        trainer = self._trainer  # None outside fit (the property would raise)
-        if not budget or trainer is None:
-            return 0.0
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-        return timer.time_elapsed() / budget if timer is not None else 0.0
-
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        if not budget or timer is None:
+            return lambda: 0.0
+        return lambda: timer.time_elapsed() / budget
 
 def real_tokens(batch: dict[str, torch.Tensor]) -> int:
     """Non-padding input events in a training batch (for tokens/s)."""
