@@ -11,7 +11,8 @@ the from-scratch ablation and four baselines, so each must be fast).
 Measures, over identical random histories:
 - `model`: `rank_examples` with a real `SeqRecModel` of the default size (random weights,
   saved and reloaded through the model folder, so the exact evaluate code path) when
-  `pipeline.model` is importable, else a matmul of random embeddings of the same cost shape;
+  `pipeline.model.transformer` is importable,
+  else a matmul of random embeddings of the same cost shape;
 - `ranking_only`: the same loop on precomputed random scores (ranking + top-k cost alone);
 - `bare_matmul`: just `hidden (B, D) @ item_emb (V, D).T` per batch: the floor any full-ranking
   evaluation pays. `ratio_model_vs_matmul` = model / bare_matmul.
@@ -31,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, print_table, write_result  # noqa: E402
-from pipeline.ranking import Examples, HistoryBatch, rank_examples  # noqa: E402
+from pipeline.evaluation.ranking import Examples, HistoryBatch, rank_examples  # noqa: E402
 
 N_RESERVED = 3
 EVENT_TYPES = ["view", "cart", "purchase"]
@@ -91,8 +92,9 @@ def real_model(vocab_size: int, max_len: int, folder: Path):
     import pandas as pd
     import torch
 
-    from pipeline.model import ModelConfig, SeqRecModel, save_model_dir
-    from pipeline.model_scorer import ModelRecommender
+    from pipeline.evaluation.model_scorer import ModelRecommender
+    from pipeline.model.folder import save_model_dir
+    from pipeline.model.transformer import ModelConfig, SeqRecModel
     from pipeline.params import ModelParams
 
     defaults = ModelParams()
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = fake_examples(args.users, args.items, args.max_len, seed=0)
     common = {"batch_size": args.batch_size, "exclude_history": False, "coverage_k": 10}
     with tempfile.TemporaryDirectory() as tmp:
-        if importlib.util.find_spec("pipeline.model") is not None:
+        if importlib.util.find_spec("pipeline.model.transformer") is not None:
             model, hidden_dim = real_model(vocab_size, args.max_len, Path(tmp))
         else:
             hidden_dim = 64

@@ -67,9 +67,9 @@ def generate(n_events: int, path: Path, seed: int = 0) -> None:
 def run_build(path: Path, out: Path) -> dict:
     """The stage's work with default params, phase by phase."""
     from pipeline.params import Params
-    from pipeline.sequence_checks import check_sequences
-    from pipeline.sequence_prep import read_events
-    from pipeline.sequences import build_sequences, write_outputs
+    from pipeline.sequences.build import build_sequences, write_outputs
+    from pipeline.sequences.checks import check_sequences
+    from pipeline.sequences.prep import read_events
 
     params = Params()
     phases = {}

@@ -40,9 +40,10 @@ def synthetic_package(root: Path, args) -> tuple[Path, Path]:
     import pyarrow.parquet as pq
     import torch
 
-    from pipeline.model import ModelConfig, SeqRecModel, save_model_dir
-    from pipeline.package import package_model
+    from pipeline.model.folder import save_model_dir
+    from pipeline.model.transformer import ModelConfig, SeqRecModel
     from pipeline.params import parse_params
+    from pipeline.serving.package import package_model
 
     rng = np.random.default_rng(args.seed)
     sequences = root / "sequences"

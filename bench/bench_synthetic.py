@@ -33,8 +33,8 @@ WORKER_TIMEOUT_S = 1800
 
 def _scaled_size(n_events: int) -> tuple[int, int]:
     """(users, items) that give about `n_events` events with the other params at default."""
+    from pipeline.ingest.synthetic import generate_events
     from pipeline.params import SyntheticParams
-    from pipeline.synthetic import generate_events
 
     default = SyntheticParams()
     calibration, _ = generate_events(default, EVENT_TYPES)
@@ -45,8 +45,8 @@ def _scaled_size(n_events: int) -> tuple[int, int]:
 
 
 def _run_generator(n_users: int, n_items: int) -> dict:
+    from pipeline.ingest.synthetic import generate_events
     from pipeline.params import SyntheticParams
-    from pipeline.synthetic import generate_events
 
     params = SyntheticParams(n_users=n_users, n_items=n_items)
     rss_before = peak_rss_mib()
@@ -70,7 +70,7 @@ def _run_baseline(n_events: int) -> dict:
     import pandas as pd
     import pyarrow as pa
 
-    from pipeline.synthetic_catalog import padded_ids
+    from pipeline.ingest.synthetic_catalog import padded_ids
 
     rss_before = peak_rss_mib()
     start = time.perf_counter()

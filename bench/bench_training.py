@@ -31,10 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, write_result  # noqa: E402
-from pipeline.data import SequenceData, TrainCollate, load_sequences  # noqa: E402
-from pipeline.fitting import build_config  # noqa: E402
+from pipeline.model.batches import SequenceData, TrainCollate, load_sequences  # noqa: E402
+from pipeline.model.fitting import build_config  # noqa: E402
+from pipeline.model.training import SeqRecModule, warmup_cosine  # noqa: E402
 from pipeline.params import parse_params  # noqa: E402
-from pipeline.training import SeqRecModule, warmup_cosine  # noqa: E402
 
 H200_BF16_DENSE_TFLOPS = 989.0
 ZIPF_EXPONENT = 1.1  # item popularity skew of the synthetic histories

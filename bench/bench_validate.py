@@ -6,7 +6,7 @@
 For each size the bench generates random canonical events with numpy (about 1% of them
 broken: null ids, unknown event types, future timestamps, exact duplicates), then runs, each
 in a FRESH subprocess so peak RSS is that task's own:
-  - `validate`: the real stage (`pipeline.validate.run`), GX and Data Docs included;
+  - `validate`: the real stage (`pipeline.validation.validate.run`), GX and Data Docs included;
   - `baseline`: a plain pandas read + write of the same parquet file.
 Results (events/s, wall seconds, peak RSS, the stage's own timings, ratio to the baseline,
 the machine) go to `bench/results/validate.json`. Target: 10M events <= 60 s on 2 cores
@@ -95,7 +95,7 @@ def generate(folder: Path, n_events: int) -> None:
 
 
 def run_validate(work: Path) -> dict:
-    from pipeline import validate
+    from pipeline.validation import validate
 
     (work / "params.yaml").write_text(f'validate:\n  reference_time: "{REFERENCE_TIME}"\n')
     args = argparse.Namespace(

@@ -5,7 +5,7 @@
 
 For each size, a CSV (about 60 bytes per event) is written to a temporary folder, then each
 measurement runs in a FRESH subprocess (so peak RSS is its own):
-  - `clean`: the real `pipeline.ingest.ingest` on the file (pyarrow fast path);
+  - `clean`: the real `pipeline.ingest.stage.ingest` on the file (pyarrow fast path);
   - `cut_last_line`: the same file with its last line cut mid-row (fast path for the head,
     line pass for the tail, the bad row quarantined);
   - `baseline`: a bare `pyarrow.csv.read_csv` of the clean file (parsing alone).
@@ -61,7 +61,7 @@ def write_csv(path: Path, n_events: int, seed: int) -> None:
 
 def time_ingest(path: Path) -> dict:
     """The real ingest of `path` with the column mapping of this CSV."""
-    from pipeline.ingest import ingest
+    from pipeline.ingest.stage import ingest
     from pipeline.params import parse_params
 
     params = parse_params({"data": {

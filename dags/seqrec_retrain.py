@@ -7,7 +7,8 @@
 - `snapshot_data` skips the whole run when `airflow.landing_dir` holds nothing new.
 - `run_pipeline` runs `airflow.pipeline_command` (default `dvc repro`) in a per-run workspace;
   a held DVC lock or a killed process is retried with exponential backoff, a pipeline error is not.
-- `gate` (see `pipeline/gate.py`) branches to registration or to recording the failure.
+- `gate` (`pipeline/orchestration/gate.py`) branches to registration or to recording the
+  failure.
 - The approval step follows `gate.require_approval` / `gate.approval_via`: a reschedule-mode
   sensor polling the MLflow version tag `approval` (default), Airflow's ApprovalOperator
   (human-in-the-loop), or nothing (auto-promotion).
@@ -71,7 +72,7 @@ def _schedule():
 def _task_errors():
     """Errors of data, params or code fail at once; locks and kills go through the retries."""
     from pipeline.errors import SeqrecError
-    from pipeline.workspace import PipelineKilledError, PipelineLockedError
+    from pipeline.orchestration.workspace import PipelineKilledError, PipelineLockedError
 
     try:
         yield
@@ -101,7 +102,7 @@ def _task_errors():
 def seqrec_retrain():
     @task
     def snapshot_data() -> dict:
-        from pipeline import orchestration
+        from pipeline.orchestration import tasks as orchestration
 
         with _task_errors():
             info = orchestration.snapshot(PROJECT_DIR, get_current_context()["run_id"])
@@ -111,21 +112,21 @@ def seqrec_retrain():
 
     @task(execution_timeout=timedelta(minutes=PARAMS.airflow.pipeline_timeout_minutes))
     def run_pipeline(info: dict) -> dict:
-        from pipeline import orchestration
+        from pipeline.orchestration import tasks as orchestration
 
         with _task_errors():
             return orchestration.run_pipeline(PROJECT_DIR, info)
 
     @task
     def score_champion(info: dict) -> dict:
-        from pipeline import orchestration
+        from pipeline.orchestration import tasks as orchestration
 
         with _task_errors():
             return orchestration.score_champion(PROJECT_DIR, info)
 
     @task.branch
     def gate(info: dict, champion: dict) -> str:
-        from pipeline import orchestration
+        from pipeline.orchestration import tasks as orchestration
 
         with _task_errors():
             result = orchestration.run_gate(PROJECT_DIR, info, champion)
@@ -133,8 +134,8 @@ def seqrec_retrain():
 
     @task
     def record_gate_failure(info: dict) -> dict:
-        from pipeline import orchestration
-        from pipeline.gate import read_json
+        from pipeline.orchestration import tasks as orchestration
+        from pipeline.orchestration.gate import read_json
 
         report = read_json(Path(info["workspace"]) / orchestration.GATE_REPORT)
         report["outcome"] = "gate_failed"
@@ -143,7 +144,7 @@ def seqrec_retrain():
 
     @task
     def register_challenger(info: dict, champion: dict) -> str:
-        from pipeline import orchestration
+        from pipeline.orchestration import tasks as orchestration
 
         with _task_errors():
             return orchestration.register(PROJECT_DIR, info, champion)
@@ -165,7 +166,7 @@ def _approval_and_conclusion(info, version) -> None:
 
     @task
     def conclude(info: dict, version: str, approval: dict | None = None) -> dict:
-        from pipeline import orchestration
+        from pipeline.orchestration import tasks as orchestration
 
         if approval is None:  # ApprovalOperator's answer (its XCom), or auto-promotion
             approval = _airflow_approval() if gate_params.require_approval else {"decision": "auto"}
@@ -184,7 +185,7 @@ def _approval_and_conclusion(info, version) -> None:
             mode="reschedule",
         )
         def wait_for_approval(info: dict, version: str) -> PokeReturnValue:
-            from pipeline import orchestration
+            from pipeline.orchestration import tasks as orchestration
 
             with _task_errors():
                 decision = orchestration.poll_approval(PROJECT_DIR, info, version)

@@ -17,16 +17,22 @@ from pipeline.errors import SeqrecError
 # name -> (module, one-line help). Order is the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("pipeline.params_cli", "print the resolved params, or their JSON schema"),
-    "ingest": ("pipeline.ingest", "read the configured source into canonical events"),
-    "validate": ("pipeline.validate", "Great Expectations checks, quarantine and batch gates"),
-    "build-sequences": ("pipeline.sequences", "per-user sequences, vocabulary and splits"),
-    "pretrain": ("pipeline.pretrain", "self-supervised next-event pretraining"),
-    "finetune": ("pipeline.finetune", "fine-tune on cart/purchase targets (Lightning)"),
-    "evaluate": ("pipeline.evaluate", "full-ranking metrics, baselines, slices and report"),
-    "package": ("pipeline.package", "write the MLflow pyfunc model"),
-    "registry": ("pipeline.registry", "register, approve, promote, roll back models in MLflow"),
-    "score": ("pipeline.score", "batch-score users with a packaged or registered model"),
-    "data": ("pipeline.datasets", "download public datasets (needs internet)"),
+    "ingest": ("pipeline.ingest.stage", "read the configured source into canonical events"),
+    "validate": (
+        "pipeline.validation.validate",
+        "Great Expectations checks, quarantine and batch gates",
+    ),
+    "build-sequences": ("pipeline.sequences.build", "per-user sequences, vocabulary and splits"),
+    "pretrain": ("pipeline.model.pretrain", "self-supervised next-event pretraining"),
+    "finetune": ("pipeline.model.finetune", "fine-tune on cart/purchase targets (Lightning)"),
+    "evaluate": (
+        "pipeline.evaluation.evaluate",
+        "full-ranking metrics, baselines, slices and report",
+    ),
+    "package": ("pipeline.serving.package", "write the MLflow pyfunc model"),
+    "registry": ("pipeline.registry.cli", "register, approve, promote, roll back models in MLflow"),
+    "score": ("pipeline.serving.score", "batch-score users with a packaged or registered model"),
+    "data": ("pipeline.ingest.datasets", "download public datasets (needs internet)"),
 }
 
 

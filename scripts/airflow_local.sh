@@ -56,7 +56,7 @@ export SEQREC_PROJECT_DIR="$PROJECT_DIR"
 from pathlib import Path
 
 from pipeline.params import load_params
-from pipeline.synthetic import generate_events
+from pipeline.ingest.synthetic import generate_events
 
 params = load_params("params.yaml")
 landing = Path(params.airflow.landing_dir)

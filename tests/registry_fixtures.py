@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.model import ModelConfig, SeqRecModel, save_model_dir
+from pipeline.model.folder import save_model_dir
+from pipeline.model.transformer import ModelConfig, SeqRecModel
 from pipeline.params import parse_params
 from tests.tiny_sequences import EVENT_TYPES, write_tiny_sequences
 
@@ -50,7 +51,7 @@ def random_model_dir(folder: Path, vocab_path: Path, max_len: int, seed: int = 0
 
 def make_package(root: Path, seed: int = 0) -> Path:
     """A project at `root` with sequences, a model folder and `models/mlflow_model`."""
-    from pipeline.package import package_model
+    from pipeline.serving.package import package_model
 
     sequences, model_dir = make_model_dir(root, seed)
     return package_model(

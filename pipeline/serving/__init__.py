@@ -1,0 +1,4 @@
+"""Serving: the MLflow pyfunc (models from code), request encoding and batch scoring.
+
+Serves the `package` stage and `python -m pipeline score`.
+"""
