@@ -9,13 +9,14 @@ the keys that differ) applied section by section, like tests/test_pipeline_e2e.p
 split and one protocol for every model; checkpoints are chosen on validation NDCG@10 only
 (early stopping in finetune); the test split is read once, by the evaluate stage.
 
-The result, bench/results/quality_<dataset>.json, holds metrics/eval.json, the validation
+The result, bench/results/quality_<dataset>.json, holds reports/eval.json, the validation
 curves (metrics/finetune_log.csv, metrics/scratch_log.csv), the wall time of each stage, the
 params actually used and the command; the published numbers sit beside ours in the report.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -41,7 +42,7 @@ METRICS = ("ndcg@10", "hr@10")
 TRAINING_KEYS = ("epochs", "train_steps", "wall_seconds", "sequences_per_s", "best_val_ndcg@10",
                  "stopped_early")
 
-# /work/shared/data/README.md, "Published quality on the Amazon sets" (leave-one-out, full
+# ../shared/data/README.md, "Published quality on the Amazon sets" (leave-one-out, full
 # ranking, history items excluded): model -> (HR@10, NDCG@10).
 PUBLISHED = {
     "sports": {
@@ -222,6 +223,7 @@ def run_quality(dataset: str, sets: list[str], timeout_s: float, keep: bool,
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params = apply_overrides(params, overrides, source=f"bench/params/{dataset}.yaml")
     params = apply_overrides(params, parse_set(sets), source="--set")
+    as_written = copy.deepcopy(params)  # recorded with paths relative to the project root
     params = resolve_data_paths(params)
     workspace = make_workspace(WORK_DIR / name, params)
     log_path = WORK_DIR / f"{name}.log"
@@ -233,7 +235,7 @@ def run_quality(dataset: str, sets: list[str], timeout_s: float, keep: bool,
         tail = log_path.read_text().splitlines()[-5:]
         raise BenchError(f"{workspace}: dvc repro exited {repro['returncode']}: {' | '.join(tail)}")
     result = {"dataset": dataset, "machine": info, "overrides": overrides,
-              "sets": parse_set(sets), "params": params, "repro": repro,
+              "sets": parse_set(sets), "params": as_written, "repro": repro,
               **collect(workspace, dataset)}
     print_quality(result)
     if not keep:
@@ -252,8 +254,8 @@ def collect(workspace: Path, dataset: str) -> dict:
         summary = _maybe_json(workspace / "models" / name / "training.json") or {}
         training[name] = {key: summary.get(key) for key in TRAINING_KEYS}
     return {
-        "eval": json.loads((workspace / "metrics" / "eval.json").read_text()),
-        "sequences": _maybe_json(workspace / "metrics" / "sequences.json"),
+        "eval": json.loads((workspace / "reports" / "eval.json").read_text()),
+        "sequences": _maybe_json(workspace / "data" / "sequences" / "stats.json"),
         "finetune_log": read_log(workspace / "metrics" / "finetune_log.csv"),
         "scratch_log": read_log(workspace / "metrics" / "scratch_log.csv"),
         "training": training,

@@ -91,7 +91,7 @@ def _quality_section(quality: dict[str, dict], img: Path, link: str) -> list[str
            "Each dataset runs the whole pipeline in a scratch workspace with params = "
            "params.yaml + `bench/params/<dataset>.yaml` (only the keys that differ). One split "
            "for every model; checkpoints are chosen on validation NDCG@10 only; the test split "
-           "is read once by `evaluate`. Published numbers: /work/shared/data/README.md "
+           "is read once by `evaluate`. Published numbers: ../shared/data/README.md "
            "(same protocol: leave-one-out, full ranking, history items excluded).", ""]
     if report_plots.quality_vs_published(quality, img / "bench_quality.png"):
         out += [f"![quality vs published]({link}/bench_quality.png)", ""]

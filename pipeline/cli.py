@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from pipeline.errors import SeqrecError
@@ -53,6 +54,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries that narrate at INFO (device lists, tips, temp folders) drown the stage's own
+# one-line summary; their warnings and errors still show, and `-v` shows everything.
+NOISY_LIBRARIES = ("great_expectations", "alembic", "mlflow", "pytorch_lightning", "lightning")
+
+
+class _LibraryInfoFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LIBRARIES)
+
+
+def quiet_libraries() -> None:
+    """Drop libraries' INFO lines: on the root handlers (where Lightning and GX propagate,
+    whatever level they set themselves) and through MLflow's own handler's env setting."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_LibraryInfoFilter())
+
+
 def _chosen_command(argv: list[str]) -> str | None:
     return next((arg for arg in argv if arg in COMMANDS), None)
 
@@ -64,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Libraries that narrate at INFO drown the stage's own lines.
-    for noisy in ("great_expectations", "alembic", "mlflow.store"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        quiet_libraries()
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

@@ -60,7 +60,7 @@ def make_package(root: Path, seed: int = 0) -> Path:
 
 
 def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.dir") -> None:
-    """params.yaml, dvc.lock, metrics/eval.json and metrics/validation.json like a real run."""
+    """params.yaml, dvc.lock, reports/eval.json and the validation summary like a real run."""
     (root / "params.yaml").write_text("registry:\n  model_name: seqrec\n")
     (root / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n"
@@ -69,9 +69,9 @@ def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.d
         "  finetune:\n    cmd: python -m pipeline finetune\n    outs:\n"
         "    - path: models/finetuned\n      md5: bbb222.dir\n      size: 10\n      nfiles: 4\n"
     )
-    metrics = root / "metrics"
-    metrics.mkdir(exist_ok=True)
-    (metrics / "eval.json").write_text(
+    reports = root / "reports"
+    (reports / "validation").mkdir(parents=True, exist_ok=True)
+    (reports / "eval.json").write_text(
         json.dumps(
             {
                 "model": {"ndcg@10": ndcg, "hr@10": 0.5, "mrr@10": 0.2},
@@ -80,6 +80,6 @@ def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.d
             }
         )
     )
-    (metrics / "validation.json").write_text(
+    (reports / "validation" / "summary.json").write_text(
         json.dumps({"rows_in": 100, "rows_valid": 98, "rows_quarantined": 2, "by_rule": {}})
     )

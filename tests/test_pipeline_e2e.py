@@ -106,7 +106,7 @@ def test_no_row_is_lost_between_ingest_and_validation(project):
 
 
 def test_eval_metrics_hold_model_baselines_and_slices(project):
-    metrics = json.loads((project / "metrics/eval.json").read_text())
+    metrics = json.loads((project / "reports/eval.json").read_text())
     assert {"model", "baselines", "slices"} <= set(metrics)
     assert 0.0 <= metrics["model"]["ndcg@10"] <= 1.0
     assert "popularity" in metrics["baselines"]
@@ -127,4 +127,10 @@ def test_dvc_dag_and_metrics_show(project):
         assert stage in dag.stdout
     shown = dvc("metrics", "show", "--json", cwd=project)
     assert shown.returncode == 0, shown.stderr
-    assert "ndcg@10" in shown.stdout
+    files = json.loads(shown.stdout)[""]["data"]
+    headline = files["metrics/eval.json"]["data"]
+    assert {"model", "transformer_scratch", "repeat_last", "purchase_auc"} <= set(headline)
+    assert set(files["metrics/sequences.json"]["data"]) == {"users", "items"}
+    # the headline table (one row per file) fits a 200-column terminal
+    table = dvc("metrics", "show", cwd=project)
+    assert max(len(line) for line in table.stdout.splitlines()) <= 200, table.stdout

@@ -2,10 +2,11 @@
 
     # the DVC stage: model, from-scratch ablation, baselines, slices, plots, report, MLflow
     python -m pipeline evaluate --model models/finetuned --scratch models/scratch \\
-        --sequences data/sequences --metrics metrics/eval.json --plots plots --report reports
+        --sequences data/sequences --details reports/eval.json --metrics metrics/eval.json \\
+        --plots plots --report reports
     # quick: score one model (a folder or an MLflow URI) on the test split (the Airflow gate)
     python -m pipeline evaluate --model models:/seqrec@champion --sequences data/sequences \\
-        --metrics out.json
+        --details out.json
 
 Metric definitions and the tie rule: `pipeline.evaluation.metrics`; baselines:
 `pipeline.evaluation.baselines`; slices: `pipeline.evaluation.slices`.
@@ -37,7 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sequences", required=True, type=Path, help="build_sequences output folder"
     )
-    parser.add_argument("--metrics", required=True, type=Path, help="eval.json to write")
+    parser.add_argument(
+        "--details", required=True, type=Path,
+        help="the full evaluation JSON to write (every k, slice and baseline)",
+    )
+    parser.add_argument(
+        "--metrics", type=Path, help="headline JSON for DVC metrics (test NDCG@report_k, AUC)"
+    )
     parser.add_argument(
         "--scratch", help="the same transformer trained from scratch (the ablation)"
     )
@@ -240,10 +247,10 @@ def run(args: argparse.Namespace) -> int:
             with_baselines=args.baselines or full_stage,
             work_dir=Path(tmp),
         )
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    log.info("wrote %s (%s)", args.metrics, details["seconds"])
-    files = [args.metrics]
+    write_json(args.details, document)
+    files = [args.details]
+    if args.metrics is not None:
+        write_json(args.metrics, headline(document, params.evaluate.report_k))
     if args.plots is not None or args.report is not None:
         from pipeline.evaluation.report import write_outputs
 
@@ -257,4 +264,34 @@ def run(args: argparse.Namespace) -> int:
         )
     if full_stage and not args.no_track:
         log_to_mlflow(document, details, params, args.params, files)
+    print(summary_line(document, details, params.evaluate.report_k,
+                       args.report / "eval.html" if args.report else args.details))
     return 0
+
+
+def write_json(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def headline(document: dict, report_k: int) -> dict:
+    """`metrics/eval.json` for `dvc metrics show|diff`: test NDCG@report_k of the model and of
+    each baseline, and the purchase head's AUC; per-k and slice figures stay in the details."""
+    key = f"ndcg@{report_k}"
+    out = {MODEL_NAME: document[MODEL_NAME][key]}
+    out.update({name: block[key] for name, block in document.get("baselines", {}).items()})
+    auc = document[MODEL_NAME].get("purchase_auc")
+    if auc is not None:
+        out["purchase_auc"] = auc
+    return out
+
+
+def summary_line(document: dict, details: dict, report_k: int, where: Path) -> str:
+    """`evaluate: test NDCG@10 model 0.7357, best other repeat_last 0.7740 (...) -> report`."""
+    key = f"ndcg@{report_k}"
+    text = f"evaluate: {details['split']} NDCG@{report_k} model {document[MODEL_NAME][key]:.4f}"
+    others = {name: block[key] for name, block in document.get("baselines", {}).items()}
+    if others:
+        best = max(others, key=others.get)
+        text += f", best other {best} {others[best]:.4f}"
+    return f"{text} ({details['examples']} examples) -> {where}"

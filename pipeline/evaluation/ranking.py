@@ -183,7 +183,7 @@ def rank_examples(
         ranks[start:stop] = target_ranks(scores, examples.target_item[start:stop])
         recommended[top_k_items(scores, coverage_k)] = True
     seconds = time.perf_counter() - started
-    log.info(
+    log.debug(
         "%s: ranked %d examples x %d items in %.2f s",
         recommender.name,
         n_examples,

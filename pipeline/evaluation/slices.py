@@ -1,4 +1,4 @@
-"""Example slices and the assembly of `metrics/eval.json` from per-example ranks.
+"""Example slices and the assembly of the evaluation document (`reports/eval.json`) from ranks.
 
 Slices (boolean masks over the examples of the split):
 - `user:new` / `user:returning`: the user has no / some events in the train split.

@@ -1,4 +1,5 @@
-"""Lightning callbacks of the training stages: freezing, epoch CSV log, throughput, MLflow.
+"""Lightning callbacks of the training stages: freezing, epoch CSV log and line, throughput,
+MLflow.
 
 Anything that writes or logs runs on rank zero only (`rank_zero_only`), so DDP on several
 GPUs or nodes logs once.
@@ -135,12 +136,25 @@ class Throughput(pl.Callback):
         pl_module.log("sequences_per_s", summary["sequences_per_s"], rank_zero_only=True)
         pl_module.log("tokens_per_s", summary["tokens_per_s"], rank_zero_only=True)
 
+
+class EpochLine(pl.Callback):
+    """One line per epoch (loss, validation NDCG@10, seconds) for logs that are not a terminal,
+    where Lightning's live progress bar would wrap into fragments."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
     @rank_zero_only
-    def on_fit_end(self, trainer, pl_module) -> None:
-        s = self.summary()
-        print(f"throughput: {s['sequences_per_s']:.1f} sequences/s, {s['tokens_per_s']:.1f} "
-              f"tokens/s over {s['train_steps']} steps in {s['train_seconds']:.1f} s "
-              f"(rank 0, {trainer.world_size} process(es))", flush=True)
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        parts = [f"{name} {float(metrics[name]):.4f}"
+                 for name in ("train_loss_epoch", f"val_ndcg@{VAL_K}") if name in metrics]
+        print(f"{self.stage} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
+              f"{', '.join(parts)} ({time.perf_counter() - self._start:.1f} s)", flush=True)
 
 
 def mlflow_name(metric: str) -> str:

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.model.fitting import StageSpec, run_stage
+    from pipeline.model.fitting import StageSpec, run_stage, summary_line
     from pipeline.params import load_params
 
     if args.init == "pretrained" and args.pretrained is None:
@@ -46,7 +46,5 @@ def run(args: argparse.Namespace) -> int:
         init_dir=args.pretrained, checkpoints=args.checkpoints, log_path=args.log,
     )
     summary = run_stage(params, spec, args.sequences, args.out, args.params)
-    best = summary.get("best_val_ndcg@10")
-    print(f"{spec.name}: {summary['epochs']} epochs, {summary['global_step']} steps, "
-          f"best val NDCG@10 {best if best is None else round(best, 4)} -> {args.out}")
+    print(summary_line(spec.name, summary, args.out))
     return 0

@@ -158,14 +158,22 @@ def flat_params(params: Params, spec: StageSpec) -> dict:
 def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Path,
               params_path: str) -> dict:
     """Train one stage end to end and write the model folder; returns training.json's dict."""
+    import sys
     import time
+    import warnings
     from dataclasses import asdict
     from datetime import timedelta
 
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     from pipeline.model.batches import load_sequences, make_loaders
-    from pipeline.model.callbacks import EpochLog, FreezePolicy, MLflowStage, Throughput
+    from pipeline.model.callbacks import (
+        EpochLine,
+        EpochLog,
+        FreezePolicy,
+        MLflowStage,
+        Throughput,
+    )
     from pipeline.model.training import VAL_METRIC, SeqRecModule
 
     started = time.perf_counter()
@@ -194,6 +202,12 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
                           flat_params(params, spec))
     callbacks: list = [throughput, tracker]
     callbacks += [EpochLog(spec.log_path)] if spec.log_path else []
+    # A live bar on a terminal; in a log file (CI, Airflow, `make run > log`) one line per epoch.
+    progress_bar = sys.stdout.isatty()
+    callbacks += [] if progress_bar else [EpochLine(spec.name)]
+    # Lightning 2.x builds torch's LeafSpec, deprecated in torch 2.13: not our call to fix.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
     resume, best_cb, early = None, None, None
     if spec.finetune:
         expected = fingerprint(params, spec, data, init_hash)
@@ -221,7 +235,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         num_sanity_val_steps=0, logger=False, enable_checkpointing=spec.finetune,
         callbacks=callbacks, default_root_dir=spec.checkpoints or out_dir,
-        enable_model_summary=False,
+        enable_model_summary=False, enable_progress_bar=progress_bar,
     )
     finished = resume is not None and checkpoint_finished(resume)
     resumed_from_step = _ckpt_step(resume) if resume else None
@@ -247,6 +261,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         best_cb.best_model_score is not None else metrics.get(VAL_METRIC),
         "stopped_early": bool(early is not None and early.stopped_epoch > 0) or finished,
         "last_metrics": metrics, "precision": precision, "world_size": trainer.world_size,
+        "device": trainer.strategy.root_device.type,
         "wall_seconds": round(time.perf_counter() - started, 2), **throughput.summary(),
         **spec.extra,
     }
@@ -268,3 +283,13 @@ class Fingerprint(pl.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[FINGERPRINT_KEY] = self.expected
+
+
+def summary_line(stage: str, summary: dict, out_dir: Path) -> str:
+    """The stage's one-line result: epochs, time, throughput, where it ran, best validation."""
+    best = summary.get("best_val_ndcg@10")
+    best_text = "" if best is None else f", best val NDCG@10 {best:.4f}"
+    return (f"{stage}: {summary['epochs']} epochs, {summary['global_step']} steps in "
+            f"{summary['train_seconds']:.1f} s at {summary['sequences_per_s']:.0f} sequences/s "
+            f"({summary['device']}, {summary['precision']}, {summary['world_size']} process(es))"
+            f"{best_text} -> {out_dir}")

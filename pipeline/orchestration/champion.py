@@ -97,7 +97,7 @@ def score_champion(project: Path, info: dict[str, Any]) -> dict[str, Any]:
         log.info("no @champion of %s yet: the gate compares with the baselines", name)
         return {"version": None, "metrics": None}
     args = pipeline_cli(params, "evaluate", "--model", f"models:/{name}@{CHAMPION}",
-                "--sequences", SEQUENCES_DIR, "--metrics", CHAMPION_METRICS)
+                "--sequences", SEQUENCES_DIR, "--details", CHAMPION_METRICS)
     run_command(args, Path(info["workspace"]), task_env(project, info),
                 params.airflow.task_timeout_minutes * 60, "score champion")
     return {"version": version, "metrics": str(Path(info["workspace"]) / CHAMPION_METRICS)}

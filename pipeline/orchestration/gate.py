@@ -3,10 +3,10 @@
 A pure function of three JSON documents and the `gate` params, so the rule is unit-tested
 without Airflow or MLflow:
 
-- the challenger's `metrics/eval.json` (`{"model": {...}, "baselines": {...}, ...}`),
+- the challenger's `reports/eval.json` (`{"model": {...}, "baselines": {...}, ...}`),
 - the champion's metrics on the *same* new test split (the evaluate CLI run on
   `models:/<name>@champion`), or None on the first run,
-- `metrics/validation.json` from the validate stage.
+- `reports/validation/summary.json` from the validate stage.
 
 Rules, all of which must hold:
 1. validation passed: no batch rule failed and every input row is accounted for;
@@ -104,14 +104,14 @@ def _model_metrics(evaluation: dict[str, Any], where: str) -> dict[str, float]:
 def validation_check(validation: dict[str, Any] | None) -> Check:
     """Validation passed: the file exists, rows add up, and no batch rule failed.
 
-    Accepts the validate stage's `metrics/validation.json` or summary: `batch_passed` (bool or
+    Accepts the validate stage's `summary.json` (or a metrics file): `batch_passed` (bool or
     0/1), `success`/`passed` when present, and batch rule results (`batch` or `batch_rules`)
     as a list or mapping of objects with `passed`/`success`.
     """
     if validation is None:
-        return Check("validation", False, "metrics/validation.json is missing")
+        return Check("validation", False, "the validation summary is missing")
     failed: list[str] = []
-    for flag in ("batch_passed", "success", "passed"):  # bool, or 0/1 in metrics/validation.json
+    for flag in ("batch_passed", "success", "passed"):  # bool, or 0/1 in a metrics file
         if flag in validation and not validation[flag]:
             failed.append(f"{flag}={validation[flag]}")
     failed_rules = validation.get("failed_rules")
@@ -171,7 +171,7 @@ def decide(
     champion_eval: dict[str, Any] | None,
     validation: dict[str, Any] | None,
     gate: GateParams,
-    where: str = "metrics/eval.json",
+    where: str = "reports/eval.json",
 ) -> GateReport:
     """Apply the gate; returns the report with every check and its numbers."""
     primary = gate.primary_metric

@@ -15,8 +15,8 @@ from pipeline.orchestration.workspace import command_env
 from pipeline.params import Params, load_params
 from pipeline.tracking import default_artifact_location, tracking_uri
 
-EVAL_METRICS = "metrics/eval.json"
-VALIDATION_METRICS = "metrics/validation.json"
+EVAL_METRICS = "reports/eval.json"  # the full evaluation (metrics/eval.json is the headline)
+VALIDATION_METRICS = "reports/validation/summary.json"
 CHAMPION_METRICS = "reports/champion_eval.json"
 GATE_REPORT = "reports/gate.json"
 SEQUENCES_DIR = "data/sequences"

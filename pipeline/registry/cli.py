@@ -36,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sequences", default="data/sequences", help="sequences folder (lineage)"
     )
     register.add_argument("--model", default="models/finetuned", help="finetuned folder (lineage)")
-    register.add_argument("--eval", default="metrics/eval.json", help="evaluation metrics JSON")
+    register.add_argument("--eval", default="reports/eval.json", help="full evaluation JSON")
     register.add_argument(
-        "--validation", default="metrics/validation.json", help="validation summary JSON"
+        "--validation", default="reports/validation/summary.json", help="validation summary JSON"
     )
     register.add_argument("--champion-metrics", help="the champion's scores on the same test data")
     register.add_argument("--gate-report", help="gate report JSON to attach")

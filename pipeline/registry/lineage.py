@@ -1,7 +1,7 @@
 """Lineage of a model version: where its code, data, params and checks came from.
 
 Everything here reads local files the pipeline already wrote (`dvc.lock`, `params.yaml`,
-`data/sequences`, `metrics/validation.json`) and the environment (git, Airflow), and returns
+`data/sequences`, `reports/validation/summary.json`) and the environment (git, Airflow), and returns
 plain strings ready to be MLflow tags. Missing sources give missing tags, never errors: a
 model registered outside git or DVC still registers, with less lineage.
 """
@@ -133,7 +133,7 @@ def data_window(sequences_dir: Path) -> dict[str, str]:
 
 
 def validation_summary(path: Path) -> dict[str, str]:
-    """Row accounting from `metrics/validation.json` as one compact JSON tag."""
+    """Row accounting from the validation summary as one compact JSON tag."""
     if not path.is_file():
         return {}
     summary = json.loads(path.read_text())

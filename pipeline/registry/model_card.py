@@ -86,7 +86,7 @@ def table_section(title: str, rows: dict[str, Any], max_rows: int) -> str:
     for name, metrics in list(flat.items())[:max_rows]:
         lines.append(f"| {name} | " + " | ".join(_fmt(metrics.get(c)) for c in columns) + " |")
     if len(flat) > max_rows:
-        lines.append(f"\n_{len(flat) - max_rows} more rows in `metrics/eval.json`._")
+        lines.append(f"\n_{len(flat) - max_rows} more rows in `reports/eval.json`._")
     return "\n".join(lines) + "\n"
 
 

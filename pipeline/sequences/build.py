@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # heavy imports stay out of `--help`
     from pipeline.params import SequencesParams
 
 log = logging.getLogger(__name__)
+HEADLINE_KEYS = ("users", "items")
 EVENTS_FILE = "events.parquet"
 LENGTH_PERCENTILES = (50, 90, 99)
 
@@ -43,7 +44,7 @@ class SequenceBuild:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", required=True, help="folder holding events.parquet")
     parser.add_argument("--out", required=True, help="output folder (data/sequences)")
-    parser.add_argument("--metrics", help="also write stats.json here (DVC metrics)")
+    parser.add_argument("--metrics", help="headline counts of stats.json (DVC metrics)")
     parser.add_argument(
         "--previous-vocab",
         help="vocab.parquet (or a folder holding one) to extend; overrides "
@@ -225,7 +226,7 @@ def build_sequences(
 
 
 def write_outputs(build: SequenceBuild, out: Path, metrics: Path | None) -> None:
-    """Write the parquet files, `meta.json` and `stats.json` (and the metrics copy)."""
+    """Write the parquet files, `meta.json` and `stats.json` (and the DVC metrics headline)."""
     import pyarrow.parquet as pq
 
     from pipeline.sequences.vocab import VOCAB_FILE
@@ -238,8 +239,10 @@ def write_outputs(build: SequenceBuild, out: Path, metrics: Path | None) -> None
     stats_text = json.dumps(build.stats, indent=2) + "\n"
     (out / "stats.json").write_text(stats_text, encoding="utf-8")
     if metrics is not None:
+        # A few counts, so `dvc metrics show` stays narrow; stats.json keeps everything.
+        headline = {key: build.stats[key] for key in HEADLINE_KEYS}
         metrics.parent.mkdir(parents=True, exist_ok=True)
-        metrics.write_text(stats_text, encoding="utf-8")
+        metrics.write_text(json.dumps(headline, indent=2) + "\n", encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> int:

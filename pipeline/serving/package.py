@@ -173,7 +173,6 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
         registry: `RegistryParams` (k defaults, default event type, batch size).
     """
     import os
-    import warnings
 
     import mlflow.pyfunc
 
@@ -193,8 +192,6 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
         code_dir = tmp_dir / "code" / "pipeline"
         shutil.copytree(PACKAGE_DIR, code_dir, ignore=shutil.ignore_patterns("__pycache__"))
         staging = tmp_dir / "model"
-        # The explicit signature below replaces type hints on predict; MLflow warns regardless.
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
         mlflow.pyfunc.save_model(
             path=str(staging),
             python_model=str(SERVING_FILE),

@@ -55,7 +55,7 @@ class SeqrecPyfunc(PythonModel):
 
     # NOTE: no type hints on model_input: MLflow would derive a signature from them; the
     # package step gives an explicit one instead (optional columns, list types, a `k` param).
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         from pipeline.serving.request_encoding import RequestError
 
         if not isinstance(model_input, pd.DataFrame):

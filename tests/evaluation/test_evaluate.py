@@ -66,6 +66,8 @@ def test_full_stage_writes_metrics_plots_report_and_mlflow(project):
         "models/scratch",
         "--sequences",
         "data/sequences",
+        "--details",
+        "reports/eval.json",
         "--metrics",
         "metrics/eval.json",
         "--plots",
@@ -78,8 +80,13 @@ def test_full_stage_writes_metrics_plots_report_and_mlflow(project):
         cwd=project,
         MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
     )
-    document = json.loads((project / "metrics/eval.json").read_text())
+    document = json.loads((project / "reports/eval.json").read_text())
     assert set(document) == {"model", "baselines", "slices"}
+    # the DVC metrics file holds only the headline: NDCG@10 of every recommender, the AUC
+    headline = json.loads((project / "metrics/eval.json").read_text())
+    assert headline == {"model": document["model"]["ndcg@10"],
+                        "purchase_auc": document["model"]["purchase_auc"],
+                        **{name: b["ndcg@10"] for name, b in document["baselines"].items()}}
     assert set(document["baselines"]) == BASELINES
     model = document["model"]
     for k in (5, 10, 20):
@@ -134,7 +141,7 @@ def test_quick_mode_scores_only_the_model(project, monkeypatch):
     monkeypatch.chdir(project)
     assert (
         evaluate_in_process(
-            "--model", "models/finetuned", "--sequences", "data/sequences", "--metrics", "out.json"
+            "--model", "models/finetuned", "--sequences", "data/sequences", "--details", "out.json"
         )
         == 0
     )
@@ -148,7 +155,7 @@ def test_bad_inputs_are_one_line_errors(project, monkeypatch, capsys):
     monkeypatch.chdir(project)
     assert (
         evaluate_in_process(
-            "--model", "models/nope", "--sequences", "data/sequences", "--metrics", "out.json"
+            "--model", "models/nope", "--sequences", "data/sequences", "--details", "out.json"
         )
         == 1
     )
@@ -159,7 +166,7 @@ def test_bad_inputs_are_one_line_errors(project, monkeypatch, capsys):
     ]
     assert (
         evaluate_in_process(
-            "--model", "models/finetuned", "--sequences", "data/missing", "--metrics", "out.json"
+            "--model", "models/finetuned", "--sequences", "data/missing", "--details", "out.json"
         )
         == 1
     )
@@ -170,7 +177,7 @@ def test_bad_inputs_are_one_line_errors(project, monkeypatch, capsys):
     pd.DataFrame({"user_id": ["u"]}).to_parquet(project / "data/sequences/test.parquet")
     assert (
         evaluate_in_process(
-            "--model", "models/finetuned", "--sequences", "data/sequences", "--metrics", "out.json"
+            "--model", "models/finetuned", "--sequences", "data/sequences", "--details", "out.json"
         )
         == 1
     )
@@ -269,7 +276,7 @@ def test_model_from_mlflow_registry_uri(project, monkeypatch):
             "models:/seqrec@champion",
             "--sequences",
             "data/sequences",
-            "--metrics",
+            "--details",
             "champion.json",
         )
         == 0
@@ -280,7 +287,7 @@ def test_model_from_mlflow_registry_uri(project, monkeypatch):
             "models/finetuned",
             "--sequences",
             "data/sequences",
-            "--metrics",
+            "--details",
             "local.json",
         )
         == 0
@@ -294,7 +301,7 @@ def test_model_from_mlflow_registry_uri(project, monkeypatch):
             "models:/seqrec@nobody",
             "--sequences",
             "data/sequences",
-            "--metrics",
+            "--details",
             "x.json",
         )
         == 1
@@ -331,12 +338,12 @@ def test_baseline_order_on_the_synthetic_shop(tmp_path):
         "finetune --sequences data/sequences --pretrained models/pretrained --out models/finetuned "
         "--checkpoints checkpoints/finetune --log metrics/finetune_log.csv",
         "evaluate --model models/finetuned --sequences data/sequences "
-        "--metrics metrics/eval.json --baselines",
+        "--details reports/eval.json --baselines",
     ):
         run_cli(
             *line.split(), cwd=tmp_path, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}"
         )
-    document = json.loads((tmp_path / "metrics/eval.json").read_text())
+    document = json.loads((tmp_path / "reports/eval.json").read_text())
     model = document["model"]["ndcg@10"]
     transitions = document["baselines"]["transitions"]["ndcg@10"]
     popularity = document["baselines"]["popularity"]["ndcg@10"]

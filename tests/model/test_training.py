@@ -230,7 +230,14 @@ def test_pretrain_then_finetune_via_cli_writes_model_folders(tmp_path, mlflow_ur
                    "models/pretrained", "--out", "models/finetuned", "--checkpoints",
                    "checkpoints/finetune", "--log", "metrics/finetune_log.csv",
                    cwd=tmp_path, MLFLOW_TRACKING_URI=mlflow_uri)
-    assert "throughput:" in proc.stdout
+    # A log, not a terminal: one line per epoch and one summary line, no library chatter.
+    epochs = json.loads((tmp_path / "models/finetuned/training.json").read_text())["epochs"]
+    lines = proc.stdout.splitlines()
+    assert len([line for line in lines if line.startswith("finetune epoch ")]) == epochs
+    summary = [line for line in lines if line.startswith("finetune: ")]
+    assert len(summary) == 1 and "sequences/s (cpu, 32-true, 1 process(es))" in summary[0]
+    for noise in ("litlogger", "GPU available", "LeafSpec", "━"):
+        assert noise not in proc.stdout + proc.stderr, noise
     for name in ("pretrained", "finetuned"):
         model, config, vocab = load_model_dir(tmp_path / "models" / name)
         assert config.vocab_size == int(vocab["index"].max()) + 1

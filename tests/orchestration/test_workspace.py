@@ -113,7 +113,7 @@ def test_pipeline_runs_in_the_workspace_and_marks_the_snapshot_used(project):
     info = orchestration.snapshot(project, "manual__a")
     result = orchestration.run_pipeline(project, info)
     workspace = Path(info["workspace"])
-    assert result["eval"] == str(workspace / "metrics" / "eval.json")
+    assert result["eval"] == str(workspace / "reports" / "eval.json")
     count = json.loads((workspace / "metrics" / "count.json").read_text())
     assert count == {"files": ["a.csv"], "source": "csv"}
     assert not (project / "metrics").exists()  # the project itself is untouched

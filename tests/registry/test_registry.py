@@ -176,7 +176,7 @@ def test_retrain_workspace_gets_the_champions_vocabulary_and_summary(project):
     copied = pd.read_parquet(workspace / "data" / "previous_vocab" / "vocab.parquet")
     expected = pd.read_parquet(project / "data" / "sequences" / "vocab.parquet")
     pd.testing.assert_frame_equal(copied, expected)
-    # the champion's validation counts (metrics/validation.json of its run) feed volume_change
+    # the champion's validation counts (its validation summary) feed volume_change
     summary = workspace / "data" / "previous_validation" / "summary.json"
     assert json.loads(summary.read_text())["rows_in"] == 100
     from pipeline.validation.summary import read_previous_rows_in
