@@ -181,13 +181,8 @@ def run(args: argparse.Namespace) -> int:
     result = ingest(params.data, params.synthetic)
     write_outputs(result, args.out)
     summary = result.summary
-    log.info(
-        "ingest %s: %d rows in, %d parsed, %d quarantined %s -> %s",
-        summary["source"],
-        summary["rows_in"],
-        summary["rows_parsed"],
-        summary["rows_quarantined"],
-        summary["by_rule"],
-        args.out,
-    )
+    by_rule = ", ".join(f"{rule} {n}" for rule, n in summary["by_rule"].items() if n)
+    print(f"ingest {summary['source']}: {summary['rows_in']} rows in, {summary['rows_parsed']} "
+          f"parsed, {summary['rows_quarantined']} quarantined"
+          f"{f' ({by_rule})' if by_rule else ''} -> {args.out}")
     return 0

@@ -263,14 +263,8 @@ def run(args: argparse.Namespace) -> int:
     if vocab_path is not None:
         build.meta["previous_vocab"] = str(vocab_path)
     write_outputs(build, Path(args.out), Path(args.metrics) if args.metrics else None)
-    log.info(
-        "sequences: %d users, %d items, %d events; train %d, val %d, test %d -> %s",
-        build.stats["users"],
-        build.stats["items"],
-        build.stats["events"],
-        build.stats["train_rows"],
-        build.stats["val_examples"],
-        build.stats["test_examples"],
-        args.out,
-    )
+    stats = build.stats
+    print(f"build_sequences: {stats['users']} users, {stats['items']} items, {stats['events']} "
+          f"events; train {stats['train_rows']}, val {stats['val_examples']}, test "
+          f"{stats['test_examples']} -> {args.out}")
     return 0

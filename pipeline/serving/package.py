@@ -213,7 +213,6 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
         )
         _drop_local_paths(staging, {"model_dir": model_dir, "popularity": sequences_dir})
         staging.rename(out_dir)
-    logger.info("packaged %s -> %s", model_dir, out_dir)
     return out_dir
 
 
@@ -221,5 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.params import load_params
 
     params = load_params(args.params)
-    package_model(Path(args.model), Path(args.sequences), Path(args.out), params.registry)
+    out = package_model(Path(args.model), Path(args.sequences), Path(args.out), params.registry)
+    print(f"package: {args.model} -> {out} (MLflow pyfunc, "
+          f"model name {params.registry.model_name})")
     return 0
