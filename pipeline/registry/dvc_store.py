@@ -165,30 +165,29 @@ def use_remote(root: Path, remote: Remote) -> None:
     run_dvc(root, "remote", "default", "--local", remote.name)
 
 
-def missing_objects(root: Path) -> list[tuple[str, str]]:
-    """(path, md5) of every cached output whose data is not in the local cache.
+def missing_objects(root: Path, remote_name: str) -> list[tuple[str, str]]:
+    """(path, md5) of every cached output or input of the project at `root` that the remote
+    lacks, checked in the remote itself before anything is downloaded.
 
-    Run after `dvc fetch`: what is still missing was not in the remote either. A folder
-    output is listed file by file, so the message can name the very file that is gone.
+    A folder output is listed file by file (its `.dir` listing is read from the remote), so
+    the message can name the very file that is gone.
     """
     from dvc.repo import Repo
 
     missing: list[tuple[str, str]] = []
     with Repo(str(root)) as repo:
-        cache = repo.cache.local
+        odb = repo.cloud.get_remote_odb(remote_name, "fetch")
         for out in repo.index.outs:
             if not out.use_cache or not out.hash_info or not out.hash_info.value:
                 continue
             oid, path = out.hash_info.value, str(out.def_path)
-            if not cache.exists(oid):
+            if not odb.exists(oid):
                 missing.append((path, oid))
             elif out.hash_info.isdir:
-                listing = json.loads(Path(cache.oid_to_path(oid)).read_text())
-                missing += [
-                    (f"{path}/{entry['relpath']}", entry["md5"])
-                    for entry in listing
-                    if not cache.exists(entry["md5"])
-                ]
+                listing = json.loads(odb.fs.cat_file(odb.oid_to_path(oid)))
+                files = {entry["md5"]: f"{path}/{entry['relpath']}" for entry in listing}
+                present = set(odb.oids_exist(list(files)))
+                missing += [(name, md5) for md5, name in files.items() if md5 not in present]
     return missing
 
 

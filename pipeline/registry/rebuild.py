@@ -4,9 +4,10 @@
 2. `write_lineage`: the recorded `params.yaml`, `dvc.lock` and input `.dvc` files over the
    commit's (a DAG workspace's params differ from the commit's); with --allow-dirty the
    recorded `git diff HEAD` is applied too.
-3. `restore`: the recorded remote becomes the worktree's default, `dvc fetch` brings every
-   output and input by its hash into a cache of the worktree's own (never the project's, so
-   an object the remote lacks cannot be found elsewhere), then `dvc checkout`.
+3. `restore`: the recorded remote becomes the worktree's default; every output and input the
+   lock names is looked up in the remote by its hash (a missing one is an error naming it);
+   `dvc fetch` brings them into a cache of the worktree's own (never the project's), then
+   `dvc checkout`.
 4. `source_changes`: `dvc status` must find every code folder, params and input as recorded.
 5. `rerun`: the pipeline again (`reproduce.command`, default `dvc repro --force`), logging to a
    throwaway MLflow store inside the worktree, never to the registry's.
@@ -93,12 +94,12 @@ def restore(tree: Path, remote: dvc_store.Remote, env: dict[str, str]) -> None:
             f"DVC remote {remote.url}: no such folder on this machine; pass --remote URL"
         )
     dvc_store.use_remote(tree, remote)
-    fetched = dvc_store.run_dvc(tree, "fetch", env=env, check=False)
-    missing = dvc_store.missing_objects(tree)
+    missing = dvc_store.missing_objects(tree, remote.name)
     if missing:
         shown = ", ".join(f"{path} (md5 {md5})" for path, md5 in missing[:MISSING_SHOWN])
         more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
         raise RegistryError(f"DVC remote {remote.url} lacks {shown}{more}")
+    fetched = dvc_store.run_dvc(tree, "fetch", env=env, check=False)
     if fetched.returncode != 0:
         raise RegistryError(f"dvc fetch from {remote.url}: {dvc_store.error_tail(fetched)}")
     dvc_store.run_dvc(tree, "checkout", "--quiet", env=env)
