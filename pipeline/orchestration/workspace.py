@@ -182,10 +182,16 @@ def _remote_urls(project: Path) -> str:
     A local remote's URL is relative to the config that names it (`../.dvc-remote`): copied
     into the workspace it would point into the workspace; DVC's resolved URL does not.
     """
-    from pipeline.registry.dvc_store import remotes
+    try:
+        from pipeline.registry.dvc_store import remotes
 
+        urls = remotes(project)
+    except ImportError:  # Airflow's own environment may lack DVC (the pipeline's has it)
+        log.warning("DVC is not importable here: the workspace keeps %s's remote URLs as written",
+                    project)
+        return ""
     return "".join(
-        f"['remote \"{name}\"']\n    url = {url}\n" for name, url in remotes(project).items()
+        f"['remote \"{name}\"']\n    url = {url}\n" for name, url in urls.items()
     )
 
 
