@@ -66,12 +66,19 @@ PROJECT_GITIGNORE = (
 )
 
 
+DVC_CONFIG = "[core]\n    remote = local\n['remote \"local\"']\n    url = ../.dvc-remote\n"
+
+
 def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.dir",
                         params: str = "registry:\n  model_name: seqrec\n",
                         message: str = "project files") -> None:
     """params.yaml, dvc.lock, reports/eval.json and the validation summary like a real run,
     committed to git with outputs ignored, as registration expects of a project."""
     (root / ".gitignore").write_text(PROJECT_GITIGNORE)
+    # A DVC project with the default local remote, as `dvc init` + .dvc/config leave it.
+    (root / ".dvc").mkdir(exist_ok=True)
+    (root / ".dvc" / "config").write_text(DVC_CONFIG)
+    (root / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
     (root / "params.yaml").write_text(params)
     (root / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n"

@@ -6,12 +6,12 @@ A version is reproducible by construction when:
 2. the run is in `dvc.lock` and every data input that no stage writes (`data.path`, the
    previous vocabulary and validation summary) is in git or in a `.dvc` file, so DVC can
    bring it back by its hash;
-3. the data and models are in the DVC remote named by `seqrec.dvc_remote` (`dvc push`; the
-   DAG pushes before it registers).
+3. a default DVC remote is configured (its URL becomes `seqrec.dvc_remote`) and the data
+   and models are in it (`dvc push`; the DAG pushes before it registers).
 
-Registration refuses a version that fails 1 or 2 unless `--allow-dirty` (local experiments),
-and then tags it `seqrec.dirty_allowed=true`. The files needed to rebuild it travel with the
-model, under `lineage/` in its LoggedModel (see LINEAGE_FILES).
+Registration refuses a version that fails 1 or 2, or has no remote, unless `--allow-dirty`
+(local experiments), and then tags it `seqrec.dirty_allowed=true`. The files needed to rebuild
+it travel with the model, under `lineage/` in its LoggedModel (see LINEAGE_FILES).
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def problems(root: Path, params: Any, tags: dict[str, str]) -> list[str]:
         found.append(f"{root}: uncommitted changes ({shown}{more})")
     if not (root / LOCK_FILE).is_file():
         found.append(f"{root / LOCK_FILE}: missing (run `dvc repro`)")
+    elif lineage.TAG_DVC_REMOTE not in tags:
+        found.append(f"{root / '.dvc' / 'config'}: no default DVC remote to hold the data "
+                     "(`dvc remote add -d NAME URL`)")
     untracked = dvc_store.untracked_inputs(root, params)
     if untracked:
         found.append(
