@@ -145,6 +145,34 @@ def test_version_references():
     assert recorded.parse_ref("@challenger", "seqrec") == ("seqrec", None, "challenger")
 
 
+def test_a_metric_outside_the_tolerance_fails_the_comparison(tmp_path):
+    from pipeline.params import parse_params
+    from pipeline.registry.reproduce import compare, render
+
+    lock = "stages:\n  evaluate:\n    outs:\n    - path: reports/eval.json\n      md5: {}\n"
+    lineage_dir, tree = tmp_path / "lineage", tmp_path / "tree"
+    for folder, ndcg, md5 in ((lineage_dir, 0.5, "aaa"), (tree, 0.50015, "bbb")):
+        (folder / "reports").mkdir(parents=True)
+        evaluation = json.dumps({"model": {"ndcg@10": ndcg, "hr@10": 0.7}})
+        (folder / "reports" / "eval.json").write_text(evaluation)
+        (folder / provenance.LOCK_FILE).write_text(lock.format(md5))
+    (lineage_dir / provenance.EVAL_FILE).write_text((lineage_dir / "reports/eval.json").read_text())
+    version = recorded.RecordedVersion(NAME, "3", {lineage.TAG_GIT_SHA: "f" * 40}, None, "",
+                                       lineage_dir)
+    settings = parse_params({}).reproduce
+    result = compare(version, tree, settings)
+    assert not result["passed"] and result["max_abs_delta"] == pytest.approx(1.5e-4)
+    rows = {row["metric"]: row for row in result["metrics"]}
+    assert rows["hr@10"]["within"] and not rows["ndcg@10"]["within"]
+    assert result["outputs"][0]["identical"] is False
+    report = {**result, "label": version.label, "git_sha": "f" * 40,
+              "tolerance": settings.tolerance}
+    text = render(report)
+    assert "NOT reproduced" in text and "OUTSIDE" in text
+    loose = parse_params({"reproduce": {"tolerance": 2e-4}}).reproduce
+    assert compare(version, tree, loose)["passed"]
+
+
 # --- end to end: the "done when" on the tiny pipeline -------------------------------
 
 
