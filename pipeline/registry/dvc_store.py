@@ -52,13 +52,17 @@ def default_remote(root: Path) -> Remote | None:
     """The remote `dvc push` uses at `root` (`core.remote`), or None when none is set."""
     if not is_dvc_project(root):
         return None
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
-        name = repo.config["core"].get("remote")
-        if not name or name not in repo.config["remote"]:
-            return None
-        return Remote(name, str(repo.config["remote"][name]["url"]))
+    try:
+        with Repo(str(root)) as repo:
+            name = repo.config["core"].get("remote")
+            if not name or name not in repo.config["remote"]:
+                return None
+            return Remote(name, str(repo.config["remote"][name]["url"]))
+    except DvcException as exc:
+        raise RegistryError(f"{root / '.dvc'}: DVC cannot read its config: {exc}") from None
 
 
 def run_dvc(
