@@ -92,8 +92,14 @@ def compare(recorded, tree: Path, settings) -> dict[str, Any]:
     """Metrics and output hashes of the re-run against the registered ones."""
     from pipeline.registry import comparison, provenance
 
-    registered = recorded.evaluation() or {}
-    reproduced = json.loads((tree / "reports" / "eval.json").read_text())
+    registered = recorded.evaluation()
+    if registered is None:
+        raise RegistryError(f"{recorded.label}: no eval.json among its lineage files, "
+                            "so there are no registered metrics to compare with")
+    rebuilt = tree / "reports" / "eval.json"
+    if not rebuilt.is_file():
+        raise RegistryError(f"{rebuilt}: the re-run wrote no evaluation to compare")
+    reproduced = json.loads(rebuilt.read_text())
     model_rows = comparison.metric_rows(
         comparison.numbers(registered.get("model", {})),
         comparison.numbers(reproduced.get("model", {})),
