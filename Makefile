@@ -37,6 +37,8 @@ run: $(STAMP) .dvc/config  ## set up, run `dvc repro` on the synthetic shop, sho
 	@echo "reports:    reports/eval.html, reports/validation/index.html"
 	@echo "model:      models/mlflow_model (MLflow pyfunc)"
 	@echo "MLflow:     $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1"
+	@echo "register:   $(BIN)/python -m pipeline registry register && $(BIN)/dvc push   (rebuild: python -m pipeline reproduce models:/seqrec/N)"
+	@echo "dvc.lock:   this run's record; leave it uncommitted, each registered version stores its own (docs/reproduce.md)"
 
 test: $(STAMP)  ## set up and run the default test suite (CI runs this)
 	$(BIN)/python -m pytest -m "not slow" -q
