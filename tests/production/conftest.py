@@ -1,8 +1,9 @@
 """The production stack, started once for the suite: Postgres, S3, MLflow with basic auth.
 
-Accounts, as a team would set them up (docs/deploy.md): the admin creates the registered
-models and grants `pipeline` (the service account the pipeline and the DAG run as) MANAGE,
-`approver` EDIT and `reader` READ on them. The server's default permission is
+Accounts, as a team would set them up (docs/deploy.md): the admin creates the experiment and
+the registered models and grants `pipeline` (the service account the pipeline and the DAG
+run as) MANAGE, `approver` EDIT on the models, `reader` READ; `approver` and `reader` also
+READ on the experiment, which holds the model files. The server's default permission is
 NO_PERMISSIONS, so nobody reads or writes what they were not granted.
 """
 
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.production
 MLFLOW_BUCKET, DVC_BUCKET = "seqrec-mlflow", "seqrec-dvc"
 MODELS = ("seqrec", "seqrec_airflow")  # the registry tests' and the DAG test's
 GRANTS = {"pipeline": "MANAGE", "approver": "EDIT", "reader": "READ"}
+EXPERIMENT_GRANTS = {"pipeline": "MANAGE", "approver": "READ", "reader": "READ"}
 
 
 @dataclass
@@ -65,6 +67,9 @@ def stack(tmp_path_factory) -> Stack:
         with server.as_admin() as (auth, client):
             for name, (_, password) in users.items():
                 auth.create_user(name, password)
+            experiment_id = client.create_experiment("seqrec")
+            for name, permission in EXPERIMENT_GRANTS.items():
+                auth.grant_user_permission(name, "experiment", experiment_id, permission)
             for model in MODELS:
                 client.create_registered_model(model)
                 for name, permission in GRANTS.items():

@@ -48,7 +48,12 @@ def challenger(stack) -> str | None:
 def test_retrain_dag_runs_to_promotion_on_postgres_with_local_executor(stack, tmp_path):
     project = make_project(tmp_path / "project", {
         "registry": {"model_name": MODEL},
-        "gate": {"baseline_margin": -1.0, "approval_poke_interval_s": 2.0},
+        "gate": {"baseline_margin": -1.0, "approval_poke_interval_s": 10.0},
+        # Task retries as in production (params.yaml: 2), with a short delay. Airflow 3.3 can
+        # fail a reschedule-mode sensor when the executor's report of one poke arrives after
+        # the next poke started (apache/airflow#71172); the retry is the deployment's
+        # answer to that, and this test runs with it.
+        "airflow": {"retries": 2, "retry_delay_minutes": 0.1},
     })
     land_synthetic_events(project, "week1", seed=1)
     stack.pg.create_database("airflow")
