@@ -3,8 +3,8 @@
     python -m pipeline registry register [--package models/mlflow_model] [--champion-metrics F]
                                          [--gate-report F] [--airflow-run-id ID]
                                          [--push] [--allow-dirty]
-    python -m pipeline registry approve  [--version N] --by NAME
-    python -m pipeline registry reject   [--version N] --by NAME
+    python -m pipeline registry approve  [--version N] [--by NAME]  (default: the MLflow login)
+    python -m pipeline registry reject   [--version N] [--by NAME]
     python -m pipeline registry promote  [--version N] [--force] [--by NAME]
     python -m pipeline registry rollback [--by NAME]
     python -m pipeline registry status   [--json]
@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for action in ("approve", "reject"):
         decision = sub.add_parser(action, help=f"{action} a version (default: the challenger)")
         decision.add_argument("--version", help="version number (default: @challenger)")
-        decision.add_argument("--by", required=True, help="who decides (recorded)")
+        decision.add_argument("--by", help="who decides (recorded; default: the MLflow login "
+                              "MLFLOW_TRACKING_USERNAME, required without one)")
 
     promote = sub.add_parser("promote", help="move @champion (default: to the approved challenger)")
     promote.add_argument("--version", help="version number (default: @challenger)")
@@ -232,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
 
         return diff.run_diff(args, params, client)
     if action in ("approve", "reject"):
+        if not (args.by or promotion.authenticated_account()):
+            raise promotion.RegistryError(f"{action}: pass --by NAME (no MLflow login to record)")
         decision = promotion.APPROVED if action == "approve" else promotion.REJECTED
         version, changed = promotion.decide(client, name, decision, args.version, by)
         print(f"{name} v{version}: approval={decision}" + ("" if changed else " (unchanged)"))
