@@ -11,20 +11,32 @@ export PYTHONDONTWRITEBYTECODE := 1
 # dvc.yaml commands call `python`: make it the project's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install run test test-slow lint bench bench-quick clean-state
+.PHONY: help install lock run test test-slow test-production lint bench bench-quick clean-state
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+PIP_VERSION := 26.3
+
+$(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "seqrec needs Python 3.11, got " + sys.version' 
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(PYTHON) -m venv $(VENV)
+
+# Every dependency from the lock (exact versions, sha256-checked), then seqrec itself without
+# resolving anything: a fresh machine gets exactly CI's versions.
+$(STAMP): pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	@# setuptools warns about every editable install; the warning is about its own layout.
-	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[dev]'
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install seqrec with its pinned dependencies
+install: $(STAMP)  ## create .venv and install seqrec from requirements.lock
+
+lock: | $(VENV)/bin/python  ## re-resolve pyproject.toml's dependencies into requirements.lock
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/python scripts/lock_requirements.py
 
 .dvc/config:
 	$(BIN)/dvc init --quiet
@@ -37,9 +49,14 @@ run: $(STAMP) .dvc/config  ## set up, run `dvc repro` on the synthetic shop, sho
 	@echo "reports:    reports/eval.html, reports/validation/index.html"
 	@echo "model:      models/mlflow_model (MLflow pyfunc)"
 	@echo "MLflow:     $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1"
+	@echo "register:   $(BIN)/python -m pipeline registry register && $(BIN)/dvc push   (rebuild: python -m pipeline reproduce models:/seqrec/N)"
+	@echo "dvc.lock:   this run's record; leave it uncommitted, each registered version stores its own (docs/reproduce.md)"
 
 test: $(STAMP)  ## set up and run the default test suite (CI runs this)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not production" -q
+
+test-production: $(STAMP)  ## the production profile on real servers: Postgres, S3, MLflow auth, Airflow LocalExecutor, DDP (CI runs this too)
+	$(BIN)/python -m pytest -m production -q
 
 test-slow: $(STAMP)  ## the slow suites (real Airflow scheduler, real datasets, resume)
 	$(BIN)/python -m pytest -m slow -q

@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "package": ("pipeline.serving.package", "write the MLflow pyfunc model"),
     "registry": ("pipeline.registry.cli", "register, approve, promote, roll back models in MLflow"),
+    "reproduce": (
+        "pipeline.registry.reproduce",
+        "rebuild a registered version from its lineage and compare its metrics",
+    ),
     "score": ("pipeline.serving.score", "batch-score users with a packaged or registered model"),
     "data": ("pipeline.ingest.datasets", "download public datasets (needs internet)"),
 }

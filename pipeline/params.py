@@ -35,7 +35,7 @@ DEFAULT_PARAMS_PATH = Path("params.yaml")
 __all__ = [
     "CANONICAL_COLUMNS", "DataParams", "EvaluateParams", "FinetuneParams", "ModelParams",
     "PretrainParams", "SequencesParams", "SyntheticParams", "TrainerParams", "ValidateParams",
-    "AirflowParams", "GateParams", "Params", "ParamsError", "RegistryParams",
+    "AirflowParams", "GateParams", "Params", "ParamsError", "RegistryParams", "ReproduceParams",
     "load_params", "parse_params", "params_schema",
 ]
 
@@ -89,6 +89,13 @@ class AirflowParams(Section):
     cli_command: str | None = None
 
 
+class ReproduceParams(Section):
+    tolerance: float = Field(default=1e-4, ge=0)
+    metrics: list[str] | None = None
+    command: str = "dvc repro --force"
+    workdir: str | None = None
+
+
 class Params(Section):
     data: DataParams = Field(default_factory=DataParams)
     synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
@@ -102,6 +109,7 @@ class Params(Section):
     registry: RegistryParams = Field(default_factory=RegistryParams)
     gate: GateParams = Field(default_factory=GateParams)
     airflow: AirflowParams = Field(default_factory=AirflowParams)
+    reproduce: ReproduceParams = Field(default_factory=ReproduceParams)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -52,6 +52,20 @@ def run_cli(*args: str, cwd: Path, check: bool = True, **env: str) -> subprocess
     return proc
 
 
+def git_commit_all(root: Path, message: str = "snapshot") -> str:
+    """`git add -A` and commit in `root` (a repository is made if missing); returns the sha.
+
+    Registration refuses a checkout with uncommitted changes, as a real project would be.
+    """
+    git = ["git", "-c", "user.name=seqrec-test", "-c", "user.email=test@localhost"]
+    if not (root / ".git").exists():
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], cwd=root, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """`../shared/data`, or skip when this checkout has none."""
@@ -121,3 +135,14 @@ def mlflow_server(tmp_path_factory) -> str:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory) -> Path:
+    """One `dvc repro` of the tiny project (a committed git repo) for the whole session."""
+    from tests.tiny_project import dvc, tiny_project
+
+    root = tiny_project(tmp_path_factory.mktemp("tiny_project"))
+    proc = dvc("repro", cwd=root)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return root

@@ -10,6 +10,7 @@ import torch
 from pipeline.model.folder import save_model_dir
 from pipeline.model.transformer import ModelConfig, SeqRecModel
 from pipeline.params import parse_params
+from tests.conftest import git_commit_all
 from tests.tiny_sequences import EVENT_TYPES, write_tiny_sequences
 
 N_ITEMS = 12
@@ -59,9 +60,26 @@ def make_package(root: Path, seed: int = 0) -> Path:
     )
 
 
-def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.dir") -> None:
-    """params.yaml, dvc.lock, reports/eval.json and the validation summary like a real run."""
-    (root / "params.yaml").write_text("registry:\n  model_name: seqrec\n")
+# What a real project ignores (its .gitignore): outputs, stores and files tests write.
+PROJECT_GITIGNORE = (
+    "/mlflow.db\n/mlartifacts/\n/reports/\n/workspaces/\n/data\n/models\n/*.json\n/*.log\n"
+)
+
+
+DVC_CONFIG = "[core]\n    remote = local\n['remote \"local\"']\n    url = ../.dvc-remote\n"
+
+
+def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.dir",
+                        params: str = "registry:\n  model_name: seqrec\n",
+                        message: str = "project files") -> None:
+    """params.yaml, dvc.lock, reports/eval.json and the validation summary like a real run,
+    committed to git with outputs ignored, as registration expects of a project."""
+    (root / ".gitignore").write_text(PROJECT_GITIGNORE)
+    # A DVC project with the default local remote, as `dvc init` + .dvc/config leave it.
+    (root / ".dvc").mkdir(exist_ok=True)
+    (root / ".dvc" / "config").write_text(DVC_CONFIG)
+    (root / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    (root / "params.yaml").write_text(params)
     (root / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n"
         "  build_sequences:\n    cmd: python -m pipeline build-sequences\n    outs:\n"
@@ -83,3 +101,4 @@ def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.d
     (reports / "validation" / "summary.json").write_text(
         json.dumps({"rows_in": 100, "rows_valid": 98, "rows_quarantined": 2, "by_rule": {}})
     )
+    git_commit_all(root, message)

@@ -100,16 +100,19 @@ def _value(tensor) -> float | str:
 
 
 class Throughput(pl.Callback):
-    """Training throughput: sequences/s and real (non-padding) tokens/s.
+    """Training throughput: sequences/s and real (non-padding) tokens/s, of all processes.
 
     Time runs from the start of each training epoch to the end of its last batch, so data
-    loading counts and validation does not.
+    loading counts and validation does not. Under DDP each process counts its own batches;
+    the distributed sampler gives every rank the same number of rows, so the total is this
+    rank's count times the world size.
     """
 
     def __init__(self) -> None:
         self.sequences = self.tokens = self.steps = 0
         self.seconds = 0.0
         self._mark = 0.0
+        self.world_size = 1
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._mark = time.perf_counter()
@@ -117,6 +120,7 @@ class Throughput(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         # A mid-epoch resume skips on_train_epoch_start for the resumed epoch.
         self._mark = time.perf_counter()
+        self.world_size = trainer.world_size
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
@@ -129,8 +133,8 @@ class Throughput(pl.Callback):
     def summary(self) -> dict:
         seconds = max(self.seconds, 1e-9)
         return {"train_steps": self.steps, "train_seconds": round(self.seconds, 3),
-                "sequences_per_s": round(self.sequences / seconds, 1),
-                "tokens_per_s": round(self.tokens / seconds, 1)}
+                "sequences_per_s": round(self.sequences * self.world_size / seconds, 1),
+                "tokens_per_s": round(self.tokens * self.world_size / seconds, 1)}
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         summary = self.summary()

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.model.fitting import StageSpec, run_stage, summary_line
+    from pipeline.model.fitting import StageSpec, print_summary, run_stage
     from pipeline.params import load_params
 
     if args.init == "pretrained" and args.pretrained is None:
@@ -46,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         init_dir=args.pretrained, checkpoints=args.checkpoints, log_path=args.log,
     )
     summary = run_stage(params, spec, args.sequences, args.out, args.params)
-    print(summary_line(spec.name, summary, args.out))
+    print_summary(spec.name, summary, args.out)
     return 0

@@ -302,6 +302,15 @@ class Fingerprint(pl.Callback):
         checkpoint[FINGERPRINT_KEY] = self.expected
 
 
+def print_summary(stage: str, summary: dict, out_dir: Path) -> None:
+    """Print the stage's summary line once: under DDP every rank returns from `run_stage`
+    and shares the terminal, so only global rank zero prints."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(summary_line(stage, summary, out_dir))
+
+
 def summary_line(stage: str, summary: dict, out_dir: Path) -> str:
     """The stage's one-line result: epochs, time, throughput, where it ran, best validation."""
     best = summary.get("best_val_ndcg@10")

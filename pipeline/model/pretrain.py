@@ -20,11 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.model.fitting import StageSpec, run_stage, summary_line
+    from pipeline.model.fitting import StageSpec, print_summary, run_stage
     from pipeline.params import load_params
 
     params = load_params(args.params)
     summary = run_stage(params, StageSpec(name="pretrain", finetune=False), args.sequences,
                         args.out, args.params)
-    print(summary_line("pretrain", summary, args.out))
+    print_summary("pretrain", summary, args.out)
     return 0

@@ -42,6 +42,7 @@ from pipeline.orchestration.workspace import (
     safe_name,
 )
 from pipeline.params import load_params
+from pipeline.registry.lineage import git_changes
 
 # The DAG calls every task body through this module.
 __all__ = ["champion_version", "conclude", "poll_approval", "project_dir", "record", "register",
@@ -60,6 +61,11 @@ def snapshot(project: Path, run_id: str) -> dict[str, Any] | None:
     if found is None:
         log.info("no new files in %s since the last used snapshot: nothing to retrain", landing)
         return None
+    changes = git_changes(project)
+    if changes:
+        log.warning("%s has uncommitted changes (%s): registration will refuse this run's "
+                    "model (a version must be rebuildable from its commit)",
+                    project, "; ".join(changes[:3]))
     run_key = safe_name(run_id)
     workspace = root / run_key
     skip = (params.airflow.workspace_root, params.airflow.landing_dir)
@@ -111,7 +117,9 @@ def run_gate(project: Path, info: dict[str, Any], champion: dict[str, Any]) -> d
 def register(project: Path, info: dict[str, Any], champion: dict[str, Any]) -> str:
     """Register the workspace's model as `@challenger` (idempotent in the registry CLI)."""
     params = workspace_params(info)
-    args = ["registry", "register", "--gate-report", GATE_REPORT,
+    # --push: data and models reach the DVC remote before the version exists, so every
+    # version the DAG registers can be rebuilt (`python -m pipeline reproduce`).
+    args = ["registry", "register", "--push", "--gate-report", GATE_REPORT,
             "--airflow-run-id", info["run_id"]]
     if champion["metrics"]:
         args += ["--champion-metrics", CHAMPION_METRICS]

@@ -162,6 +162,7 @@ def create_workspace(
     (workspace / ".dvc" / "config.local").write_text(
         # no_scm: the workspace is no git checkout (and lies in the project's ignored folder).
         f"[core]\n    no_scm = true\n[cache]\n    dir = {dvc_cache_dir(project)}\n"
+        + _remote_urls(project)
     )
     params_path = workspace / "params.yaml"
     if snapshot is not None:
@@ -173,6 +174,25 @@ def create_workspace(
         data["path"] = SNAPSHOT_DIR
         params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return params_path
+
+
+def _remote_urls(project: Path) -> str:
+    """The project's DVC remotes as config lines, so `dvc push` in the workspace reaches them.
+
+    A local remote's URL is relative to the config that names it (`../.dvc-remote`): copied
+    into the workspace it would point into the workspace; DVC's resolved URL does not.
+    """
+    try:
+        from pipeline.registry.dvc_store import remotes
+
+        urls = remotes(project)
+    except ImportError:  # Airflow's own environment may lack DVC (the pipeline's has it)
+        log.warning("DVC is not importable here: the workspace keeps %s's remote URLs as written",
+                    project)
+        return ""
+    return "".join(
+        f"['remote \"{name}\"']\n    url = {url}\n" for name, url in urls.items()
+    )
 
 
 def _copy_snapshot(snapshot: Snapshot, landing: Path, target: Path) -> None:

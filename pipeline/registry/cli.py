@@ -2,11 +2,13 @@
 
     python -m pipeline registry register [--package models/mlflow_model] [--champion-metrics F]
                                          [--gate-report F] [--airflow-run-id ID]
-    python -m pipeline registry approve  [--version N] --by NAME
-    python -m pipeline registry reject   [--version N] --by NAME
+                                         [--push] [--allow-dirty]
+    python -m pipeline registry approve  [--version N] [--by NAME]  (default: the MLflow login)
+    python -m pipeline registry reject   [--version N] [--by NAME]
     python -m pipeline registry promote  [--version N] [--force] [--by NAME]
     python -m pipeline registry rollback [--by NAME]
     python -m pipeline registry status   [--json]
+    python -m pipeline registry diff     A B [--json]
 
 The store is `MLFLOW_TRACKING_URI` (default: the project's SQLite file, see
 `pipeline.tracking`); the model name is `registry.model_name`. Aliases are the truth, so a
@@ -47,11 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     register.add_argument("--run-id", help="MLflow run to log into (default: this pipeline's run)")
     register.add_argument("--by", help="who registers (default: the OS user)")
+    register.add_argument(
+        "--push", action="store_true", help="`dvc push` the run's data and models first (the DAG)"
+    )
+    register.add_argument(
+        "--allow-dirty", action="store_true",
+        help="register from uncommitted changes or untracked inputs (local experiments; "
+        "tagged seqrec.dirty_allowed, not rebuildable from git)",
+    )
 
     for action in ("approve", "reject"):
         decision = sub.add_parser(action, help=f"{action} a version (default: the challenger)")
         decision.add_argument("--version", help="version number (default: @challenger)")
-        decision.add_argument("--by", required=True, help="who decides (recorded)")
+        decision.add_argument("--by", help="who decides (recorded; default: the MLflow login "
+                              "MLFLOW_TRACKING_USERNAME, required without one)")
 
     promote = sub.add_parser("promote", help="move @champion (default: to the approved challenger)")
     promote.add_argument("--version", help="version number (default: @challenger)")
@@ -63,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     status = sub.add_parser("status", help="champion, challenger and pending approvals")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    from pipeline.registry import diff
+
+    diff.add_arguments(sub.add_parser("diff", help=diff.HELP, description=diff.HELP))
 
 
 def _client():
@@ -95,23 +110,35 @@ def _pipeline_run_id(params_path: str, experiment: str) -> tuple[str, str]:
 
 def _register(args: argparse.Namespace, params, client) -> int:
     from pipeline import tracking
-    from pipeline.registry import lineage, model_card, promotion, registration
+    from pipeline.registry import lineage, model_card, promotion, provenance, registration
 
     name = params.registry.model_name
-    if args.run_id:
-        run = client.get_run(args.run_id)
-        experiment_id, run_id = run.info.experiment_id, args.run_id
-    else:
-        experiment_id, run_id = _pipeline_run_id(args.params, params.registry.experiment)
+    root = tracking.project_root()
     sequences = Path(args.sequences)
     tags = lineage.collect(
-        root=tracking.project_root(),
+        root=root,
         params=params,
         sequences_dir=sequences,
         model_dir=Path(args.model),
         validation_path=Path(args.validation),
         airflow_run=args.airflow_run_id,
     )
+    # Code first: pushing data for a version that is then refused would be wasted.
+    if tags.get(lineage.TAG_GIT_DIRTY) == "true" and not args.allow_dirty:
+        raise registration.RegistryError(_not_rebuildable(provenance.problems(root, params, tags)))
+    if args.push:
+        provenance.push(root, params)
+    problems = provenance.problems(root, params, tags)
+    if problems and not args.allow_dirty:
+        raise registration.RegistryError(_not_rebuildable(problems))
+    if problems:
+        tags[lineage.TAG_DIRTY_ALLOWED] = "true"
+        logger.warning("registering with --allow-dirty: %s", "; ".join(problems))
+    if args.run_id:
+        run = client.get_run(args.run_id)
+        experiment_id, run_id = run.info.experiment_id, args.run_id
+    else:
+        experiment_id, run_id = _pipeline_run_id(args.params, params.registry.experiment)
     gate_report = model_card.read_json(args.gate_report)
     if args.gate_report and gate_report is None:
         raise registration.RegistryError(f"{args.gate_report}: gate report file not found")
@@ -141,6 +168,10 @@ def _register(args: argparse.Namespace, params, client) -> int:
         card=card,
         description=description,
         by=args.by or promotion.default_actor(),
+        lineage_files=provenance.lineage_files(
+            root, Path(args.params), Path(args.eval),
+            Path(args.gate_report) if args.gate_report else None, params, bool(problems),
+        ),
     )
     if gate_report is not None:
         client.log_dict(run_id, gate_report, GATE_ARTIFACT)
@@ -150,6 +181,13 @@ def _register(args: argparse.Namespace, params, client) -> int:
         f"{'moved' if result.challenger_moved else 'unchanged'}; key {result.idempotency_key})"
     )
     return 0
+
+
+def _not_rebuildable(problems: list[str]) -> str:
+    return (
+        f"{problems[0]}: a version registered from here could not be rebuilt from its "
+        "lineage; commit or track it, or pass --allow-dirty for a local experiment"
+    )
 
 
 def _champion_label(client, name: str) -> str:
@@ -190,7 +228,13 @@ def run(args: argparse.Namespace) -> int:
     by = getattr(args, "by", None) or promotion.default_actor()
     if action == "register":
         return _register(args, params, client)
+    if action == "diff":
+        from pipeline.registry import diff
+
+        return diff.run_diff(args, params, client)
     if action in ("approve", "reject"):
+        if not (args.by or promotion.authenticated_account()):
+            raise promotion.RegistryError(f"{action}: pass --by NAME (no MLflow login to record)")
         decision = promotion.APPROVED if action == "approve" else promotion.REJECTED
         version, changed = promotion.decide(client, name, decision, args.version, by)
         print(f"{name} v{version}: approval={decision}" + ("" if changed else " (unchanged)"))

@@ -1,9 +1,10 @@
 """Lineage of a model version: where its code, data, params and checks came from.
 
 Everything here reads local files the pipeline already wrote (`dvc.lock`, `params.yaml`,
-`data/sequences`, `reports/validation/summary.json`) and the environment (git, Airflow), and returns
-plain strings ready to be MLflow tags. Missing sources give missing tags, never errors: a
-model registered outside git or DVC still registers, with less lineage.
+`data/sequences`, `reports/validation/summary.json`) and the environment (git, DVC's remote,
+Airflow), and returns plain strings ready to be MLflow tags. Missing sources give missing tags,
+never errors here; whether a version may be registered without them is decided in
+`pipeline.registry.provenance`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from typing import Any
 
 import yaml
 
+from pipeline.registry import dvc_store
+
 logger = logging.getLogger(__name__)
 
 AIRFLOW_RUN_ENV = "AIRFLOW_CTX_DAG_RUN_ID"
 GIT_TIMEOUT_S = 10
+LOCK_FILE = "dvc.lock"
 HASH_CHUNK_BYTES = 1 << 20
 SHORT_HASH_CHARS = 16
 VALIDATION_KEYS = ("rows_in", "rows_valid", "rows_quarantined")
@@ -37,30 +41,40 @@ TAG_DATA_END = "seqrec.data_end"
 TAG_VALIDATION = "seqrec.validation"
 TAG_AIRFLOW_RUN = "seqrec.airflow_run_id"
 TAG_PIPELINE_RUN = "seqrec.pipeline_run_id"
+TAG_DVC_REMOTE = "seqrec.dvc_remote"
+TAG_DVC_REMOTE_NAME = "seqrec.dvc_remote_name"
+TAG_DIRTY_ALLOWED = "seqrec.dirty_allowed"
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=True
+    ).stdout
+
+
+def git_changes(root: Path) -> list[str] | None:
+    """`git status --porcelain` lines of the checkout holding `root`; None outside git.
+
+    Untracked files count: a new module beside the code, or `dvc_plots/` left by a command
+    the README suggests, would make the commit an incomplete record of what ran. The
+    project's `dvc.lock` does not: it is this run's record (DVC refuses to run with it
+    git-ignored, and it changes with every run), and it is stored with the version itself.
+    """
+    try:
+        lines = _git(root, "status", "--porcelain").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line for line in lines if line.strip() and Path(line[3:].strip('"')).name != LOCK_FILE]
 
 
 def git_state(root: Path) -> dict[str, str]:
     """`{sha, dirty}` of the git checkout at `root`; empty when it is not one."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_S,
-            check=True,
-        ).stdout.strip()
-        porcelain = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_S,
-            check=True,
-        ).stdout
+        sha = _git(root, "rev-parse", "HEAD").strip()
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {TAG_GIT_SHA: sha, TAG_GIT_DIRTY: str(bool(porcelain.strip())).lower()}
+    changes = git_changes(root)
+    return {TAG_GIT_SHA: sha, TAG_GIT_DIRTY: str(bool(changes) or changes is None).lower()}
 
 
 def dvc_lock_hashes(lock_path: Path, out_paths: dict[str, str]) -> dict[str, str]:
@@ -177,6 +191,9 @@ def collect(
         tags.update(data_window(sequences_dir))
     tags.update(validation_summary(validation_path))
     tags.update(airflow_run_id(airflow_run))
+    remote = dvc_store.default_remote(root)
+    if remote is not None:
+        tags.update({TAG_DVC_REMOTE: remote.url, TAG_DVC_REMOTE_NAME: remote.name})
     return tags
 
 

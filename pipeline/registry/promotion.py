@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ REJECTED = "rejected"
 DECISIONS = (APPROVED, REJECTED)
 APPROVED_BY_TAG = "approved_by"
 APPROVED_AT_TAG = "approved_at"
+APPROVED_BY_ACCOUNT_TAG = "approved_by_account"
 PROMOTED_AT_TAG = "promoted_at"
 PROMOTED_BY_TAG = "promoted_by"
 DEMOTED_AT_TAG = "demoted_at"
@@ -42,7 +44,16 @@ def now_iso() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="seconds")
 
 
+def authenticated_account() -> str | None:
+    """The MLflow login this process acts as (basic auth), if any."""
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or None
+
+
 def default_actor() -> str:
+    """The MLflow login when the server authenticates us, else the OS user."""
+    account = authenticated_account()
+    if account:
+        return account
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -133,6 +144,9 @@ def decide(client, name: str, decision: str, version: str | None, by: str) -> tu
     client.set_model_version_tag(name, version, APPROVAL_TAG, decision)
     client.set_model_version_tag(name, version, APPROVED_BY_TAG, by)
     client.set_model_version_tag(name, version, APPROVED_AT_TAG, now_iso())
+    account = authenticated_account()
+    if account:  # the login the server checked; `by` may name a person behind a service login
+        client.set_model_version_tag(name, version, APPROVED_BY_ACCOUNT_TAG, account)
     return version, True
 
 

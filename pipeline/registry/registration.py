@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import RegistryError
-from pipeline.registry import lineage, promotion
+from pipeline.registry import lineage, promotion, provenance
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,14 @@ def _ensure_registered_model(client, name: str) -> None:
 
 
 def _log_packaged_model(
-    client, experiment_id: str, run_id: str, package_dir: Path, name: str, tags: dict[str, str]
+    client, experiment_id: str, run_id: str, package_dir: Path, name: str, tags: dict[str, str],
+    lineage_files: dict[str, bytes],
 ) -> str:
-    """Upload the packaged folder as a READY LoggedModel of `run_id`; returns its model id."""
+    """Upload the packaged folder as a READY LoggedModel of `run_id`; returns its model id.
+
+    `lineage_files` go under `lineage/` beside the model, so what rebuilds a version travels
+    with it (`pipeline.registry.provenance`); loading the model ignores them.
+    """
     from mlflow.entities import LoggedModelOutput
     from mlflow.models import Model
 
@@ -86,6 +91,10 @@ def _log_packaged_model(
         mlmodel.run_id, mlmodel.model_id = run_id, logged.model_id
         mlmodel.artifact_path = logged.artifact_location
         mlmodel.save(str(staged / "MLmodel"))
+        for rel, content in lineage_files.items():
+            target = staged / provenance.LINEAGE_DIR / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
         client.log_model_artifacts(logged.model_id, str(staged))
     client.finalize_logged_model(logged.model_id, "READY")
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
@@ -103,6 +112,7 @@ def register(
     card: str,
     description: str,
     by: str,
+    lineage_files: dict[str, bytes] | None = None,
 ) -> RegisterResult:
     """Register `package_dir` once for this pipeline run and point `@challenger` at it.
 
@@ -116,6 +126,7 @@ def register(
         card: the full model card (logged as a run artifact).
         description: the card as it fits the version description.
         by: who registers (recorded in the alias history).
+        lineage_files: files stored under `lineage/` with the model (relative path -> bytes).
     """
     if not (package_dir / "MLmodel").is_file():
         raise RegistryError(
@@ -133,7 +144,9 @@ def register(
         logger.info("%s v%s already registered for %s; not registering again", name, version, key)
     else:
         _ensure_registered_model(client, name)
-        model_id = _log_packaged_model(client, experiment_id, run_id, package_dir, name, tags)
+        model_id = _log_packaged_model(
+            client, experiment_id, run_id, package_dir, name, tags, lineage_files or {}
+        )
         created_version = client.create_model_version(
             name=name,
             source=f"models:/{model_id}",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO_ROOT, cli_env
+from tests.conftest import REPO_ROOT, cli_env, git_commit_all
 
 PIPELINE_MODULES = ("ingest.stage", "validation.validate", "sequences.build", "model.pretrain",
                     "model.finetune", "evaluation.evaluate", "serving.package", "registry.cli")
@@ -72,8 +72,11 @@ def deep_update(raw: dict, overrides: dict) -> dict:
 
 
 def set_params(project: Path, overrides: dict) -> None:
+    """Change params and commit them: the DAG registers only from a clean checkout."""
     path = project / "params.yaml"
     path.write_text(yaml.safe_dump(deep_update(yaml.safe_load(path.read_text()), overrides)))
+    if (project / ".git").exists():
+        git_commit_all(project, f"params: {sorted(overrides)}")
 
 
 def make_project(root: Path, overrides: dict) -> Path:
@@ -87,7 +90,7 @@ def make_project(root: Path, overrides: dict) -> Path:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO_ROOT / rel, root / rel)
     set_params(root, deep_update(json.loads(json.dumps(TINY_PARAMS)), overrides))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    git_commit_all(root, "project under test")
     return root
 
 

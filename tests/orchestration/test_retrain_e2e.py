@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.orchestration.airflow_harness import (
     Reviewer,
     airflow_env,
@@ -96,6 +97,12 @@ def test_retrain_promotes_rejects_and_expires(tmp_path):
         report = gate_report(project)
         assert report["outcome"] == "promoted" and report["best_baseline"]
         assert version_tags(uri, v1)["seqrec.decision"] == "promoted"
+        # The DAG pushed before registering: v1 rebuilds from its commit, its landed snapshot
+        # (a .dvc file in its lineage) and the project's DVC remote.
+        rebuilt = run_cli("reproduce", f"models:/{MODEL}/{v1}", cwd=project, check=False,
+                          SEQREC_HOME=str(project), MLFLOW_TRACKING_URI=uri)
+        assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+        assert version_tags(uri, v1)["seqrec.reproduce_passed"] == "true"
 
         # 2. Broken config on new data: the gate rejects, the champion stays.
         set_params(project, BROKEN)

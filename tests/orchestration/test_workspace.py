@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -172,3 +173,31 @@ def test_failing_command_is_not_retryable_and_names_the_command(tmp_path):
         run_command([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path,
                     env, 30, "pipeline")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+
+
+def test_workspace_pushes_its_snapshot_and_outputs_to_the_projects_remote(project):
+    """What the DAG's register task does first (`registry register --push`): the landed
+    snapshot gets a .dvc file (the workspace is no git checkout) and goes, with the outputs,
+    to the project's own remote, whose relative URL must not point into the workspace."""
+    from pipeline.params import load_params
+    from pipeline.registry import dvc_store, provenance
+
+    subprocess.run([*DVC, "remote", "add", "-d", "local", ".dvc-remote"], cwd=project,
+                   check=True, capture_output=True)
+    land(project, "a.csv")
+    info = orchestration.snapshot(project, "manual__push")
+    orchestration.run_pipeline(project, info)
+    workspace = Path(info["workspace"])
+    remote = dvc_store.default_remote(workspace)
+    assert remote is not None and Path(remote.url) == project / ".dvc-remote"
+    params = load_params(workspace / "params.yaml")
+    assert dvc_store.untracked_inputs(workspace, params) == ["data/snapshot/a.csv"]
+
+    provenance.push(workspace, params)
+    assert dvc_store.untracked_inputs(workspace, params) == []
+    assert dvc_store.dvc_files(workspace, params) == ["data/snapshot.dvc"]
+    assert not (workspace / ".dvc-remote").exists()
+    pushed = {path.parent.name + path.name for path in (project / ".dvc-remote").rglob("*")
+              if path.is_file()}
+    for output in (workspace / "data" / "snapshot" / "a.csv", workspace / "metrics" / "count.json"):
+        assert hashlib.md5(output.read_bytes()).hexdigest() in pushed, output
