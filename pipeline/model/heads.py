@@ -39,27 +39,27 @@ from pipeline.model.repeat import (
 )
 
 PAD = 0
-PAIR_WIDTH = 32  # width of the per-candidate feature layer: T x T pairs per row
 
 
 class RepeatScorer(nn.Module):
     """Scores repeat candidates: (N, Tq, D) queried states x their history -> (N, Tq, T).
 
-    The candidate features enter as one vector per (query, candidate) — one-hot buckets of
-    recency rank, events since, last event type and time since, plus the bucketed counts by
-    event type and the affinity counts as numbers — through one linear layer to a small
-    width, added to the projected shopper state, then a GELU and a readout per next event
-    type. (A sum of one embedding per feature is the same function of one-hot inputs; one
-    matmul is several times cheaper than a dozen (N, Tq, T, D) lookups in pretraining.)
+    The candidate features enter as one multi-hot vector per (query, candidate) — the buckets
+    of recency rank, events since, last event type, time since, counts by event type and
+    affinity counts — through one linear layer, added to the projected shopper state, then a
+    GELU and a readout per next event type. (That is a sum of one embedding per feature; as
+    one matmul it is several times cheaper than a dozen (N, Tq, T, D) lookups in pretraining.
+    Counts fed as plain numbers instead of buckets cost 1% NDCG@10 on the synthetic shop.)
     """
 
     def __init__(self, hidden_dim: int, n_event_types: int, use_time: bool,
                  n_feature_columns: int = 0) -> None:
         super().__init__()
-        d, width = hidden_dim, min(hidden_dim, PAIR_WIDTH)
+        d = width = hidden_dim
         self.n_types, self.use_time = n_event_types, use_time
-        n_inputs = (RANK_BUCKETS + GAP_BUCKETS + n_event_types + 1 + n_event_types
-                    + (SINCE_BUCKETS if use_time else 0) + n_event_types * n_feature_columns)
+        n_inputs = (RANK_BUCKETS + GAP_BUCKETS + n_event_types + 1
+                    + n_event_types * COUNT_BUCKETS + (SINCE_BUCKETS if use_time else 0)
+                    + n_event_types * n_feature_columns * AFFINITY_BUCKETS)
         self.features = nn.Linear(n_inputs, width)
         self.state = nn.Linear(d, width)  # the shopper's state, added to every candidate
         # One readout per next event type: what makes an item re-viewed is not what makes it
@@ -70,14 +70,15 @@ class RepeatScorer(nn.Module):
 
     def encode(self, features: RepeatFeatures) -> torch.Tensor:
         """(N, Tq, T) integer features -> (N, Tq, T, n_inputs) float inputs."""
+        lead = features.rank.shape
         parts = [F.one_hot(features.rank, RANK_BUCKETS), F.one_hot(features.gap, GAP_BUCKETS),
                  F.one_hot(features.last_type, self.n_types + 1),
-                 features.counts / (COUNT_BUCKETS - 1)]
+                 F.one_hot(features.counts, COUNT_BUCKETS).reshape(*lead, -1)]
         if self.use_time:
             parts.append(F.one_hot(features.since, SINCE_BUCKETS) if features.since is not None
                          else features.rank.new_zeros((*features.rank.shape, SINCE_BUCKETS)))
         if features.affinity is not None:
-            parts.append(features.affinity / (AFFINITY_BUCKETS - 1))
+            parts.append(F.one_hot(features.affinity, AFFINITY_BUCKETS).reshape(*lead, -1))
         return torch.cat([part.float() for part in parts], -1)
 
     def forward(self, queried: torch.Tensor, features: RepeatFeatures,
@@ -91,7 +92,7 @@ class RepeatScorer(nn.Module):
             next_types: (N, Tq) the type of the event being predicted.
         """
         x = self.features(self.encode(features)) + self.state(queried)[:, :, None, :]
-        readout = self.out(next_types)[:, :, None, :]  # (N, Tq, 1, W)
+        readout = self.out(next_types)[:, :, None, :]  # (N, Tq, 1, D)
         score = (F.gelu(x) * readout).sum(-1) + self.out_bias(next_types)  # (N, Tq, T)
         taste = self.taste(queried) @ item_vectors.transpose(1, 2)  # (N, Tq, T)
         score = (score + taste / math.sqrt(queried.shape[-1])).float()

@@ -159,13 +159,17 @@ class SeqRecModule(pl.LightningModule):
         return losses["loss"]
 
     # ---- validation ---------------------------------------------------------------------
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_ranks(self, batch: dict[str, torch.Tensor]):
+        """Per-example NDCG@10 and hit@10 of a validation batch (full ranking)."""
         scores, _ = self.model.score_last(batch["items"], batch["types"], batch["ts"])  # (B, V)
         scores = scores.float()
         if self.hparams.exclude_history:
             history = batch["items"]  # (B, T); PAD (0) is already -inf
             scores = scores.scatter(1, history, float("-inf"))
-        ndcg, hit = ndcg_hr_at_k(scores, batch["target_item"])
+        return ndcg_hr_at_k(scores, batch["target_item"])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        ndcg, hit = self.validation_ranks(batch)
         size = len(ndcg)
         self.log(VAL_METRIC, ndcg.mean(), prog_bar=True, batch_size=size, sync_dist=True)
         self.log(f"val_hr@{VAL_K}", hit.mean(), batch_size=size, sync_dist=True)
