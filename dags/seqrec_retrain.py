@@ -210,12 +210,18 @@ def _approval_and_conclusion(info, version) -> None:
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+    name = PARAMS.registry.model_name
+    version_xcom = "{{ ti.xcom_pull(task_ids='register_challenger') }}"
+    # A link the reviewer can open from the Airflow form (the tasks' MLflow, when a server).
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    version_page = (f"{tracking.rstrip('/')}/#/models/{name}/versions/{version_xcom}"
+                    if tracking.startswith("http") else f"Models → {name} → version {version_xcom}")
     approval = ApprovalOperator(
         task_id="approve_in_airflow",
-        subject="Promote seqrec version {{ ti.xcom_pull(task_ids='register_challenger') }}?",
+        subject=f"Promote {name} version {version_xcom}?",
         body=(
             "The challenger passed the gate. Read its model card and gate report on the MLflow "
-            "version page, then approve or reject. Workspace: "
+            f"version page ({version_page}), then approve or reject. Workspace: "
             "{{ ti.xcom_pull(task_ids='snapshot_data')['workspace'] }}"
         ),
         defaults="Reject",  # on timeout; answered by nobody -> recorded as expired
@@ -236,7 +242,8 @@ def _airflow_approval() -> dict:
     if by is None:
         return {"decision": "expired", "by": None}
     by_name = by.get("name") if isinstance(by, dict) else str(by)
-    return {"decision": "approved" if chosen == "Approve" else "rejected", "by": by_name}
+    return {"decision": "approved" if chosen == "Approve" else "rejected", "by": by_name,
+            "via": "Airflow UI (Required actions)"}
 
 
 seqrec_retrain()
