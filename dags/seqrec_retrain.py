@@ -220,9 +220,8 @@ def _approval_and_conclusion(info, version) -> None:
         task_id="approve_in_airflow",
         subject=f"Promote {name} version {version_xcom}?",
         body=(
-            "The challenger passed the gate. Read its model card and gate report on the MLflow "
-            f"version page ({version_page}), then approve or reject. Workspace: "
-            "{{ ti.xcom_pull(task_ids='snapshot_data')['workspace'] }}"
+            "The challenger passed the gate. Read its model card and gate report on its MLflow "
+            f"version page: {version_page}. Then approve or reject."
         ),
         defaults="Reject",  # on timeout; answered by nobody -> recorded as expired
         response_timeout=timeout,

@@ -103,6 +103,9 @@ def conclude(project: Path, info: dict[str, Any], version: str,
         mlflow_client(project).set_model_version_tag(
             params.registry.model_name, version, APPROVAL_TAG, "approved"
         )
+    if approval.get("via") == VIA_TAG and not approval.get("by"):  # a name added after
+        tags = mlflow_client(project).get_model_version(params.registry.model_name, version).tags
+        approval = {**approval, "by": tags.get("approved_by")}
     report = read_json(workspace / GATE_REPORT)
     concluded_at = datetime.now(UTC).isoformat()
     approval = {**approval, "by": decided_by(approval)}

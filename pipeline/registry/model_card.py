@@ -133,10 +133,11 @@ def approval_section(approval_via: str) -> str:
         return ("**To decide:** read this card, then answer the retrain DAG's question in the "
                 "Airflow UI (*Required actions*, task `approve_in_airflow`): **Approve** or "
                 "**Reject**. Airflow records who answered.\n")
-    return ("**To decide:** in **Tags** below, click the pencil on the row `approval` (now "
-            "`pending`), replace `pending` by `approved` or `rejected` and click **Save**. "
-            "Then add the tag `approved_by` = your name: the MLflow UI records no name, and "
-            "without it the record says *unknown (set in the MLflow UI)*.\n")
+    return ("**To decide:** in **Tags** below, first add the tag `approved_by` = your name "
+            "(Name and Value boxes, **Add**): the MLflow UI records no name, and without it "
+            "the record says *unknown (set in the MLflow UI)*. Then click the pencil on the "
+            "row `approval` (now `pending`), replace `pending` by `approved` or `rejected` "
+            "and click **Save**.\n")
 
 
 def render(

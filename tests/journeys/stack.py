@@ -117,8 +117,8 @@ class LocalStack:
                 found += [parent, *parent.children(recursive=True)]
         return found
 
-    def stop(self) -> list[int]:
-        """Stop everything; returns the pids that were running when the stop began."""
+    def stop(self) -> list[str]:
+        """Stop everything; returns what still runs after SIGKILL (nothing, or a bug)."""
         import psutil
 
         seen = self.processes()
@@ -139,7 +139,7 @@ class LocalStack:
             if server is not None and server.poll() is None:
                 server.kill()
                 server.wait(timeout=10)
-        return [p.pid for p in seen]
+        return [cmd for p in seen if (cmd := _command_if_running(p))]
 
     # -- Airflow -----------------------------------------------------------------------------
     def password(self) -> str:
@@ -254,4 +254,16 @@ def running_stack(root: Path, overrides: dict,
     try:
         yield stack.start()
     finally:
-        stack.stop()
+        left = stack.stop()
+        assert not left, f"still running after the stack stopped: {left}"
+
+
+def _command_if_running(process) -> str | None:
+    import psutil
+
+    try:
+        if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+            return " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        pass
+    return None

@@ -86,7 +86,7 @@ def test_first_trigger_trains_and_an_approval_clicked_in_mlflow_promotes(stack, 
         expect(card.get_by_role("heading", name=f"{MODEL}: model card")).to_be_visible()
         expect(card.get_by_role("heading", name="Metrics vs champion")).to_be_visible()
         expect(card.get_by_role("heading", name="Gate report")).to_be_visible()
-        expect(card).to_contain_text("click the pencil on the row approval")
+        expect(card).to_contain_text("click the pencil on the row approval (now pending)")
         expect(tag_row(page, "approval")).to_contain_text("pending")
         close_assistant(page)
         shots = screenshot_dir(tmp_path)
@@ -119,8 +119,8 @@ def test_mlflow_restart_during_registration_then_a_rejection_in_the_ui(stack, tm
         card = page.get_by_test_id("note-editor-preview-content")
         expect(card).to_contain_text("champion v1")  # scored against the champion, same data
         close_assistant(page)
+        add_tag(page, "approved_by", "ana")  # the name first, as the card says
         edit_tag(page, "approval", "rejected")
-        add_tag(page, "approved_by", "ana")
         page.get_by_test_id("tags-section").screenshot(path=screenshot_dir(tmp_path) / "reject.png")
 
     assert stack.wait_for_run(run_id, DECIDE_TIMEOUT_S) == "success"

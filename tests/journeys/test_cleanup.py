@@ -18,12 +18,15 @@ pytestmark = pytest.mark.journey
 FAILING = Path(__file__).with_name("failing_journey.py")
 
 
-def still_running(pid: int, created: float) -> bool:
+def still_running(pid: int, created: float) -> list[str] | None:
+    """The command line of the recorded process if it still runs (not a reused pid)."""
     try:
         process = psutil.Process(pid)
-        return process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE
+        if process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE:
+            return process.cmdline()
     except psutil.NoSuchProcess:
-        return False
+        pass
+    return None
 
 
 def test_servers_and_browser_stop_when_a_journey_fails(tmp_path):
@@ -38,8 +41,7 @@ def test_servers_and_browser_stop_when_a_journey_fails(tmp_path):
     assert "deliberate failure with the servers and the browser running" in proc.stdout
     seen = json.loads(record.read_text())
     assert len(seen["processes"]) >= 6, seen  # standalone's parts, MLflow, Chromium
-    left = [psutil.Process(pid).cmdline() for pid, created in seen["processes"]
-            if still_running(pid, created)]
+    left = [cmd for pid, created in seen["processes"] if (cmd := still_running(pid, created))]
     assert left == [], f"still running after the failed journey: {left}"
     for port in seen["ports"]:
         with socket.socket() as sock:

@@ -307,7 +307,8 @@ def test_registration_leaves_a_pending_row_and_the_card_says_what_to_set(project
     version = client(project).get_model_version(NAME, "1")
     assert version.tags["approval"] == "pending"  # the row a person edits on the version page
     card = version.description
-    assert "click the pencil on the row `approval`" in card and "`approved_by`" in card
+    assert "click the pencil on the row `approval`" in card
+    assert card.index("`approved_by` = your name") < card.index("click the pencil")
     assert "`approved` or `rejected`" in card
     report = status_json(capsys)
     assert report["pending_approval"] == ["1"]
