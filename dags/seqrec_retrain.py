@@ -242,7 +242,7 @@ def _airflow_approval() -> dict:
         return {"decision": "expired", "by": None}
     by_name = by.get("name") if isinstance(by, dict) else str(by)
     return {"decision": "approved" if chosen == "Approve" else "rejected", "by": by_name,
-            "via": "Airflow UI (Required actions)"}
+            "via": "Airflow UI (Required Actions)"}
 
 
 seqrec_retrain()

@@ -131,7 +131,7 @@ def approval_section(approval_via: str) -> str:
                 "a challenger that passes the gate.\n")
     if approval_via == "airflow":
         return ("**To decide:** read this card, then answer the retrain DAG's question in the "
-                "Airflow UI (*Required actions*, task `approve_in_airflow`): **Approve** or "
+                "Airflow UI (*Required Actions*, task `approve_in_airflow`): **Approve** or "
                 "**Reject**. Airflow records who answered.\n")
     return ("**To decide:** in **Tags** below, first add the tag `approved_by` = your name "
             "(Name and Value boxes, **Add**): the MLflow UI records no name, and without it "

@@ -27,7 +27,7 @@ def test_approval_answered_in_the_airflow_ui_promotes_and_names_the_user(tmp_pat
         stack.wait_for_task(run_id, "approve_in_airflow", {"awaiting_input"}, TRAIN_TIMEOUT_S)
         client = stack.mlflow_client()
         assert client.get_model_version(MODEL, "1").tags["approval"] == "pending"
-        assert "Required actions" in client.get_model_version(MODEL, "1").description
+        assert "Required Actions" in client.get_model_version(MODEL, "1").description
 
         with browser_page(tmp_path) as page:
             page.goto(stack.api_url)  # -> the sign-in page

@@ -319,7 +319,7 @@ def test_registration_leaves_a_pending_row_and_the_card_says_what_to_set(project
 def test_card_for_airflow_approval_points_at_the_airflow_ui():
     card = model_card.render("seqrec", None, None, "champion", None, {}, None, 5,
                              approval_via="airflow")
-    assert "Required actions" in card and "pencil" not in card
+    assert "Required Actions" in card and "pencil" not in card
     auto = model_card.render("seqrec", None, None, "champion", None, {}, None, 5,
                              approval_via="auto")
     assert "No approval step" in auto
