@@ -34,6 +34,8 @@ READY_LINE = "seqrec: Airflow API and MLflow ready"
 START_TIMEOUT_S = 900
 STOP_GRACE_S = 60
 POLL_S = 2.0
+# Settings of other tests (tracking stores, a throw-away AIRFLOW_HOME, SEQREC_SCHEDULE...).
+LEAKY_PREFIXES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW", "SEQREC_")
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout_s: float, log: Path | None = None):
@@ -59,15 +61,17 @@ class LocalStack:
         self.api_port, self.mlflow_port = free_port(), free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.mlflow_url = f"http://127.0.0.1:{self.mlflow_port}"
-        self.env = cli_env(
+        # Nothing an earlier test in the same pytest left in the environment reaches the
+        # servers: the stack sees what a fresh shell running `make airflow` would.
+        inherited = {k: v for k, v in cli_env().items() if not k.startswith(LEAKY_PREFIXES)}
+        self.env = dict(
+            inherited,
             AIRFLOW_HOME=str(self.home), AIRFLOW_API_PORT=str(self.api_port),
             MLFLOW_PORT=str(self.mlflow_port), AIRFLOW_WORKER_LOG_PORT=str(free_port()),
             AIRFLOW_TRIGGERER_LOG_PORT=str(free_port()),
             SEQREC_BIN=str(Path(sys.executable).parent), PYTHONPATH=str(self.project),
             **(extra_env or {}),
         )
-        self.env.pop("SEQREC_SCHEDULE", None)  # the DAG's own weekly schedule, as for a user
-        self.env.pop("MLFLOW_TRACKING_URI", None)
         self.cli_env: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.extra_servers: list[subprocess.Popen] = []
