@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # dvc.yaml commands call `python`: make it the project's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install lock run test test-slow test-production lint bench bench-quick clean-state
+.PHONY: help install lock run test test-fast test-slow test-production screenshots lint bench bench-quick clean-state
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,13 +52,19 @@ run: $(STAMP) .dvc/config  ## set up, run `dvc repro` on the synthetic shop, sho
 	@echo "register:   $(BIN)/python -m pipeline registry register && $(BIN)/dvc push   (rebuild: python -m pipeline reproduce models:/seqrec/N)"
 	@echo "dvc.lock:   this run's record; leave it uncommitted, each registered version stores its own (docs/reproduce.md)"
 
-test: $(STAMP)  ## set up and run the default test suite (CI runs this)
+test: $(STAMP)  ## set up, run the fast suite and the user journeys (real scheduler, Chromium); CI runs this
 	$(BIN)/python -m pytest -m "not slow and not production" -q
 
 test-production: $(STAMP)  ## the production profile on real servers: Postgres, S3, MLflow auth, Airflow LocalExecutor, DDP (CI runs this too)
 	$(BIN)/python -m pytest -m production -q
 
-test-slow: $(STAMP)  ## the slow suites (real Airflow scheduler, real datasets, resume)
+test-fast: $(STAMP)  ## the fast suite only, for quick loops (no Airflow scheduler, no browser)
+	$(BIN)/python -m pytest -m "not slow and not production and not journey" -q
+
+screenshots: $(STAMP)  ## the browser journeys, writing their screenshots into docs/img (README, docs)
+	SEQREC_SCREENSHOTS=docs/img $(BIN)/python -m pytest -m journey -q tests/journeys/test_approve_in_mlflow.py tests/journeys/test_approve_in_airflow.py
+
+test-slow: $(STAMP)  ## the slow suites (retrain end to end with dag.test(), real datasets, auto-promotion under the scheduler)
 	$(BIN)/python -m pytest -m slow -q
 
 lint: $(STAMP)  ## ruff

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import (
@@ -48,7 +48,6 @@ if str(PROJECT_DIR) not in sys.path:  # the tasks import the project's own `pipe
 from pipeline.params import load_params  # noqa: E402  (light: yaml + pydantic)
 
 PARAMS = load_params(PROJECT_DIR / "params.yaml")
-START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 BACKOFF_MULTIPLIER = 2.0
 # Slack past the approval deadline so the sensor's own poke marks the version expired first.
 SENSOR_TIMEOUT_SLACK_S = 600.0
@@ -57,26 +56,41 @@ LANDING_ASSET = Asset(name="seqrec_landing", uri=LANDING_DIR.as_uri())
 
 
 def _schedule():
+    """The cron timetable (and/or the landing Asset), first run at the next cron time.
+
+    No `start_date` and `run_immediately=False`: unpausing the DAG does not start a run for
+    the cron time just past (with a start date, catchup=False still runs the latest
+    interval at once, and a manual trigger queues behind it). Later, a scheduler that was
+    down catches up one run, the latest missed.
+    """
     cron = os.environ.get("SEQREC_SCHEDULE", PARAMS.airflow.schedule)
     if cron is not None and cron.strip().lower() in ("", "none", "null"):
         cron = None
+    timetable = None
+    if cron is not None:
+        timetable = CronTriggerTimetable(cron, timezone="UTC", run_immediately=False)
     if PARAMS.airflow.trigger_on_asset:
-        if cron is None:
+        if timetable is None:
             return LANDING_ASSET
-        timetable = CronTriggerTimetable(cron, timezone="UTC")
         return AssetOrTimeSchedule(timetable=timetable, assets=LANDING_ASSET)
-    return cron
+    return timetable
 
 
 @contextmanager
 def _task_errors():
-    """Errors of data, params or code fail at once; locks and kills go through the retries."""
-    from pipeline.errors import SeqrecError
-    from pipeline.orchestration.workspace import PipelineKilledError, PipelineLockedError
+    """Errors of data, params or code fail at once; locks, kills and a server that did not
+    answer (MLflow restarting) go through the retries."""
+    from pipeline.errors import SeqrecError, ServiceUnavailableError
+    from pipeline.orchestration.workspace import (
+        PipelineKilledError,
+        PipelineLockedError,
+        PipelineUnavailableError,
+    )
 
     try:
         yield
-    except (PipelineLockedError, PipelineKilledError):
+    except (PipelineLockedError, PipelineKilledError, PipelineUnavailableError,
+            ServiceUnavailableError):
         raise
     except SeqrecError as exc:
         raise AirflowFailException(str(exc)) from exc
@@ -85,7 +99,6 @@ def _task_errors():
 @dag(
     dag_id="seqrec_retrain",
     schedule=_schedule(),
-    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     tags=["seqrec", "mlops"],
@@ -197,13 +210,18 @@ def _approval_and_conclusion(info, version) -> None:
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+    name = PARAMS.registry.model_name
+    version_xcom = "{{ ti.xcom_pull(task_ids='register_challenger') }}"
+    # A link the reviewer can open from the Airflow form (the tasks' MLflow, when a server).
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    version_page = (f"{tracking.rstrip('/')}/#/models/{name}/versions/{version_xcom}"
+                    if tracking.startswith("http") else f"Models → {name} → version {version_xcom}")
     approval = ApprovalOperator(
         task_id="approve_in_airflow",
-        subject="Promote seqrec version {{ ti.xcom_pull(task_ids='register_challenger') }}?",
+        subject=f"Promote {name} version {version_xcom}?",
         body=(
-            "The challenger passed the gate. Read its model card and gate report on the MLflow "
-            "version page, then approve or reject. Workspace: "
-            "{{ ti.xcom_pull(task_ids='snapshot_data')['workspace'] }}"
+            "The challenger passed the gate. Read its model card and gate report on its MLflow "
+            f"version page: {version_page}. Then approve or reject."
         ),
         defaults="Reject",  # on timeout; answered by nobody -> recorded as expired
         response_timeout=timeout,
@@ -223,7 +241,8 @@ def _airflow_approval() -> dict:
     if by is None:
         return {"decision": "expired", "by": None}
     by_name = by.get("name") if isinstance(by, dict) else str(by)
-    return {"decision": "approved" if chosen == "Approve" else "rejected", "by": by_name}
+    return {"decision": "approved" if chosen == "Approve" else "rejected", "by": by_name,
+            "via": "Airflow UI (Required Actions)"}
 
 
 seqrec_retrain()

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from pipeline.errors import SeqrecError
+from pipeline.errors import EXIT_RETRY, SeqrecError, ServiceUnavailableError, is_unreachable
 
 # name -> (module, one-line help). Order is the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -94,4 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except SeqrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_RETRY if isinstance(exc, ServiceUnavailableError) else 1
+    except Exception as exc:  # a server down mid-call: one line and the retry exit code
+        if not is_unreachable(exc):
+            raise
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        print(f"error: a server did not answer (retry later): {first_line}", file=sys.stderr)
+        return EXIT_RETRY

@@ -40,6 +40,9 @@ set +a
 
 export AIRFLOW__CORE__DAGS_FOLDER="$PROJECT_DIR/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
+# Unpaused from the start, so the README's `airflow dags trigger` runs at once; the weekly
+# schedule's first run is the next cron time (dags/seqrec_retrain.py), never one just past.
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-False}"
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT="$API_PORT"
@@ -83,6 +86,9 @@ setsid mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
 MLFLOW_PID=$!
 setsid airflow standalone &
 AIRFLOW_PID=$!
+# Process-group leaders of the two servers (for tools and tests that stop one of them).
+echo "$MLFLOW_PID" > "$AIRFLOW_HOME/mlflow.pid"
+echo "$AIRFLOW_PID" > "$AIRFLOW_HOME/airflow.pid"
 stop() {
   trap - EXIT INT TERM
   kill -TERM -- "-$AIRFLOW_PID" "-$MLFLOW_PID" 2>/dev/null || true

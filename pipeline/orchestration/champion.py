@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import raise_if_unreachable
 from pipeline.orchestration.runtime import (
     CHAMPION,
     CHAMPION_METRICS,
@@ -30,7 +31,8 @@ def champion_version(project: Path, model_name: str) -> str | None:
 
     try:
         return mlflow_client(project).get_model_version_by_alias(model_name, CHAMPION).version
-    except MlflowException:
+    except MlflowException as exc:
+        raise_if_unreachable(exc)  # "MLflow is down" must not read as "no champion yet"
         return None
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import SeqrecError
+from pipeline.errors import EXIT_RETRY, SeqrecError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class PipelineFailedError(SeqrecError):
 
 class PipelineKilledError(SeqrecError):
     """The pipeline command was killed by a signal (out of memory, timeout): worth a retry."""
+
+
+class PipelineUnavailableError(SeqrecError):
+    """A server the command needs (MLflow) did not answer (`EXIT_RETRY`): worth a retry."""
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,9 @@ def run_command(
     text = "\n".join(lines)
     if any(marker in text for marker in DVC_LOCK_MARKERS):
         raise PipelineLockedError(f"{cwd}: {what}: DVC lock held by another process; retry later")
+    if proc.returncode == EXIT_RETRY:
+        tail = " | ".join(lines[-2:])
+        raise PipelineUnavailableError(f"{what}: a server did not answer; retry later: {tail}")
     if proc.returncode < 0:
         raise PipelineKilledError(
             f"{what}: killed by signal {-proc.returncode} (timeout {timeout_s:.0f} s or memory)"

@@ -23,6 +23,8 @@ import json
 import logging
 from pathlib import Path
 
+from pipeline.errors import raise_if_unreachable
+
 logger = logging.getLogger(__name__)
 
 GATE_PASSED_TAG = "seqrec.gate_passed"
@@ -154,6 +156,7 @@ def _register(args: argparse.Namespace, params, client) -> int:
         lineage=tags,
         gate_report=gate_report,
         max_slices=params.registry.card_max_slices,
+        approval_via=params.gate.approval_via if params.gate.require_approval else "auto",
     )
     description = model_card.fit_description(
         card, f"{registration.CARD_ARTIFACT_DIR}/model_card_v*.md"
@@ -195,17 +198,25 @@ def _champion_label(client, name: str) -> str:
 
     try:
         champion = client.get_registered_model(name).aliases.get("champion")
-    except MlflowException:
+    except MlflowException as exc:
+        raise_if_unreachable(exc)
         champion = None
     return f"champion v{champion}" if champion is not None else "champion"
 
 
 def _print_status(report: dict) -> None:
+    from pipeline.registry.promotion import PENDING, UNKNOWN_APPROVER, is_undecided
+
     def describe(version: str | None) -> str:
         if version is None:
             return "none"
         info = report["versions"].get(version, {})
-        decision = info.get("approval") or "pending"
+        decision = info.get("approval")
+        if is_undecided(decision):
+            decision = PENDING
+            # A version a person moved @champion to carries no decision tag of its own.
+            if version in (report["champion"], report["previous_champion"]):
+                decision = f"@champion moved by hand, by {UNKNOWN_APPROVER}"
         by = f" by {info['approved_by']}" if info.get("approved_by") else ""
         return f"v{version} ({decision}{by})"
 

@@ -124,6 +124,22 @@ def gate_section(report: dict[str, Any] | None) -> str:
     return f"## Gate report\n\n{head}```json\n{text}\n```\n"
 
 
+def approval_section(approval_via: str) -> str:
+    """What a reviewer does, in the words of the page they read it on (docs/registry.md)."""
+    if approval_via == "auto":
+        return ("No approval step (`gate.require_approval: false`): the retrain DAG promotes "
+                "a challenger that passes the gate.\n")
+    if approval_via == "airflow":
+        return ("**To decide:** read this card, then answer the retrain DAG's question in the "
+                "Airflow UI (*Required Actions*, task `approve_in_airflow`): **Approve** or "
+                "**Reject**. Airflow records who answered.\n")
+    return ("**To decide:** in **Tags** below, first add the tag `approved_by` = your name "
+            "(Name and Value boxes, **Add**): the MLflow UI records no name, and without it "
+            "the record says *unknown (set in the MLflow UI)*. Then click the pencil on the "
+            "row `approval` (now `pending`), replace `pending` by `approved` or `rejected` "
+            "and click **Save**.\n")
+
+
 def render(
     model_name: str,
     evaluation: dict[str, Any] | None,
@@ -133,13 +149,15 @@ def render(
     lineage: dict[str, str],
     gate_report: dict[str, Any] | None,
     max_slices: int,
+    approval_via: str = "mlflow",
 ) -> str:
-    """The full card as markdown."""
+    """The full card as markdown; `approval_via` (`gate.approval_via`, or `auto` without an
+    approval step) picks the reviewer's instructions."""
     evaluation = evaluation or {}
     parts = [
         f"# {model_name}: model card\n",
-        "Next-behaviour transformer (docs/interfaces.md). Approve or reject on this page with "
-        "the tag `approval` = `approved` | `rejected` (docs/registry.md).\n",
+        "Next-behaviour transformer (docs/interfaces.md).\n",
+        approval_section(approval_via),
         metrics_section(model_metrics(evaluation), model_metrics(champion_scores), champion_label),
         table_section("Baselines", evaluation.get("baselines") or {}, max_slices),
         table_section("Slices", evaluation.get("slices") or {}, max_slices),

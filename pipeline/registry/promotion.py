@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.errors import RegistryError
+from pipeline.errors import RegistryError, raise_if_unreachable
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -27,7 +27,11 @@ PREVIOUS_CHAMPION = "previous_champion"
 APPROVAL_TAG = "approval"
 APPROVED = "approved"
 REJECTED = "rejected"
+# Set at registration so the version page shows an `approval` row to edit in place.
+PENDING = "pending"
 DECISIONS = (APPROVED, REJECTED)
+# A decision typed into the MLflow UI carries no name: the open-source server records none.
+UNKNOWN_APPROVER = "unknown (set in the MLflow UI)"
 APPROVED_BY_TAG = "approved_by"
 APPROVED_AT_TAG = "approved_at"
 APPROVED_BY_ACCOUNT_TAG = "approved_by_account"
@@ -68,6 +72,7 @@ def current_aliases(client, name: str) -> dict[str, str]:
     try:
         model = client.get_registered_model(name)
     except MlflowException as exc:
+        raise_if_unreachable(exc)
         raise RegistryError(
             f"registered model {name!r} not found in {mlflow.get_registry_uri()}: "
             "run `python -m pipeline registry register` first"
@@ -118,6 +123,20 @@ def clear_alias(client, name: str, alias: str, by: str, action: str) -> None:
         return
     client.delete_registered_model_alias(name, alias)
     record_move(client, name, action, alias, None, previous, by)
+
+
+def is_undecided(approval: str | None) -> bool:
+    """No decision yet: no `approval` tag (versions registered before the pending row) or
+    `approval=pending`."""
+    return approval in (None, PENDING)
+
+
+def approver(tags: dict[str, str]) -> str | None:
+    """Who approved or rejected: `approved_by`, else UNKNOWN_APPROVER; None before a decision
+    (and for `expired`, which nobody decided)."""
+    if tags.get(APPROVAL_TAG) not in DECISIONS:
+        return None
+    return tags.get(APPROVED_BY_TAG) or UNKNOWN_APPROVER
 
 
 def _resolve_version(client, name: str, version: str | None, what: str) -> str:
@@ -175,6 +194,8 @@ def promote(client, name: str, version: str | None, by: str, force: bool) -> Pro
     approval = client.get_model_version(name, version).tags.get(APPROVAL_TAG)
     if approval != APPROVED and not force:
         state = f"approval={approval}" if approval else "no approval tag"
+        if approval == PENDING:
+            state = "approval=pending (no decision yet)"
         raise RegistryError(
             f"{name} v{version}: {state}; approve it first "
             f"(registry approve --version {version}) or pass --force"
@@ -240,9 +261,10 @@ class RegistryStatus:
 def status(client, name: str) -> RegistryStatus:
     """Aliases, per-version approval state and the versions still waiting for a decision.
 
-    Pending: no `approval` tag at all (any value, e.g. one the DAG sets on expiry, is a
-    decision) and holding neither `@champion` nor `@previous_champion`
-    (a version a person moved `@champion` to by hand is decided by that move).
+    Pending: `approval` missing or `pending` (any other value, e.g. the `expired` the DAG
+    sets, is a decision) and holding neither `@champion` nor `@previous_champion` (a version
+    a person moved `@champion` to by hand is decided by that move). `approved_by` of a
+    decided version without that tag is UNKNOWN_APPROVER.
     """
     aliases = current_aliases(client, name)
     holders = {aliases.get(CHAMPION), aliases.get(PREVIOUS_CHAMPION)}
@@ -254,12 +276,12 @@ def status(client, name: str) -> RegistryStatus:
         versions[version] = {
             "aliases": sorted(a for a, v in aliases.items() if v == version),
             "approval": tags.get(APPROVAL_TAG),
-            "approved_by": tags.get(APPROVED_BY_TAG),
+            "approved_by": approver(tags),
             "approved_at": tags.get(APPROVED_AT_TAG),
             "promoted_at": tags.get(PROMOTED_AT_TAG),
             "pipeline_run": tags.get("seqrec.pipeline_run_id"),
         }
-        if APPROVAL_TAG not in tags and version not in holders:
+        if is_undecided(tags.get(APPROVAL_TAG)) and version not in holders:
             pending.append(version)
     return RegistryStatus(
         name=name,

@@ -7,6 +7,9 @@ with lineage tags, the idempotency key and the model card as its description.
 Idempotency: the key `<pipeline run id>:<data hash>` is stored on the version as
 `seqrec.idempotency_key` and looked up first, so a retried task finds the version it made
 (and only re-points `@challenger` if that never happened) instead of registering twice.
+A copy made by the HTTP client's own retry of a lost answer is deleted (one version per key).
+
+A new version carries `approval=pending`, so a person edits that row on the version page.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import RegistryError
+from pipeline.errors import RegistryError, raise_if_unreachable
 from pipeline.registry import lineage, promotion, provenance
 
 logger = logging.getLogger(__name__)
@@ -46,7 +49,8 @@ def find_version(client, name: str, key: str):
         found = client.search_model_versions(
             f"name = '{name}' and tags.`{IDEMPOTENCY_TAG}` = '{key}'"
         )
-    except MlflowException:
+    except MlflowException as exc:
+        raise_if_unreachable(exc)  # a server that is down is not "nothing registered yet"
         return None  # no registered model yet
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
@@ -147,20 +151,48 @@ def register(
         model_id = _log_packaged_model(
             client, experiment_id, run_id, package_dir, name, tags, lineage_files or {}
         )
+        # `approval=pending` from the start: the version page then shows a row to edit in place.
+        version_tags = {**tags, LOGGED_MODEL_TAG: model_id,
+                        promotion.APPROVAL_TAG: promotion.PENDING}
         created_version = client.create_model_version(
             name=name,
             source=f"models:/{model_id}",
             run_id=run_id,
-            tags={**tags, LOGGED_MODEL_TAG: model_id},
+            tags=version_tags,
             description=description,
             model_id=model_id,
         )
         version, created = str(created_version.version), True
-        client.log_text(run_id, card, f"{CARD_ARTIFACT_DIR}/model_card_v{version}.md")
         logger.info("registered %s v%s (%s)", name, version, key)
+    # Also on a retry: the first try may have died between creating the version and these.
+    version = _drop_duplicates(client, name, key, version)
+    client.log_text(run_id, card, f"{CARD_ARTIFACT_DIR}/model_card_v{version}.md")
 
     moved = _point_challenger(client, name, version, by)
     return RegisterResult(version, created, moved, key, run_id)
+
+
+def _drop_duplicates(client, name: str, key: str, version: str) -> str:
+    """Keep one version per idempotency key: the oldest.
+
+    MLflow's HTTP client retries a POST whose answer was lost (a server killed mid-request),
+    and a retried create_model_version then makes a second version of the same run. A later
+    copy nobody decided on yet is deleted; a decided one is kept and reported.
+    """
+    found = client.search_model_versions(
+        f"name = '{name}' and tags.`{IDEMPOTENCY_TAG}` = '{key}'"
+    )
+    keep = min([int(mv.version) for mv in found] + [int(version)])
+    for mv in found:
+        if int(mv.version) == keep:
+            continue
+        if promotion.is_undecided(mv.tags.get(promotion.APPROVAL_TAG)):
+            logger.warning("%s v%s duplicates v%s (%s): deleting it", name, mv.version, keep, key)
+            client.delete_model_version(name, mv.version)
+        else:
+            logger.warning("%s v%s duplicates v%s (%s) but was decided on: kept", name,
+                           mv.version, keep, key)
+    return str(keep)
 
 
 def _point_challenger(client, name: str, version: str, by: str) -> bool:

@@ -88,6 +88,26 @@ def test_schedule_is_weekly_and_env_overrides_it(monkeypatch):
     assert type(dag.timetable).__name__ == "NullTimetable"
 
 
+def test_unpausing_starts_no_run_for_the_cron_time_just_past(monkeypatch):
+    """What the scheduler asks the timetable when the DAG is first unpaused (no runs yet).
+
+    With a start date in the past, catchup=False still answers "the latest cron time", so
+    `make airflow` + unpause started a surprise run and the manual trigger queued behind it.
+    """
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    _, dag = load_dag(monkeypatch)
+    timetable = coerce_to_core_timetable(dag.timetable)
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup)
+    now = pendulum.now("UTC")
+    first = timetable.next_dagrun_info(last_automated_data_interval=None,
+                                       restriction=restriction)
+    assert first.run_after > now  # the next Sunday 00:00 UTC, not the last one
+    assert first.run_after - now <= pendulum.duration(days=7)
+
+
 def test_asset_trigger_adds_the_landing_asset(monkeypatch, tmp_path):
     _, dag = load_dag(monkeypatch, tmp_path, airflow={"trigger_on_asset": True})
     assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"

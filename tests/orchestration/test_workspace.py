@@ -23,7 +23,7 @@ from pipeline.orchestration.workspace import (
     mark_used,
     run_command,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 
 DVC = [sys.executable, "-m", "dvc"]
 # A one-stage pipeline that reads the snapshot the way ingest does: via data.path/source.
@@ -201,3 +201,24 @@ def test_workspace_pushes_its_snapshot_and_outputs_to_the_projects_remote(projec
               if path.is_file()}
     for output in (workspace / "data" / "snapshot" / "a.csv", workspace / "metrics" / "count.json"):
         assert hashlib.md5(output.read_bytes()).hexdigest() in pushed, output
+
+
+def test_a_server_that_did_not_answer_is_retryable(tmp_path):
+    """`python -m pipeline` exits EXIT_RETRY when MLflow is down: the DAG retries the task."""
+    from pipeline.errors import EXIT_RETRY
+    from pipeline.orchestration.workspace import PipelineUnavailableError
+
+    (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+    env = command_env(tmp_path, {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",  # nobody listens
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    })
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    with pytest.raises(PipelineUnavailableError, match="register: a server did not answer"):
+        run_command([sys.executable, "-m", "pipeline", "registry", "status"], tmp_path, env, 120,
+                    "register")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "registry", "status"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_RETRY
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: a server did not answer")

@@ -203,7 +203,7 @@ def test_promote_without_approval_is_refused_unless_forced(project, capsys):
     registry("promote", expect=1)
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "no approval tag" in errors[0] and "Traceback" not in err
+    assert len(errors) == 1 and "approval=pending" in errors[0] and "Traceback" not in err
     assert "champion" not in aliases(project)
     assert status_json(capsys)["pending_approval"] == ["1"]
     registry("promote", "--force", "--by", "ops")
@@ -300,3 +300,60 @@ def test_full_flow_on_server(mlflow_server, project, monkeypatch, capsys):
     assert report["versions"][report["champion"]]["approved_by"] == "ana"
     registry("rollback", expect=1)
     assert "no @previous_champion" in capsys.readouterr().err
+
+
+def test_registration_leaves_a_pending_row_and_the_card_says_what_to_set(project, capsys):
+    registry("register")
+    version = client(project).get_model_version(NAME, "1")
+    assert version.tags["approval"] == "pending"  # the row a person edits on the version page
+    card = version.description
+    assert "click the pencil on the row `approval`" in card
+    assert card.index("`approved_by` = your name") < card.index("click the pencil")
+    assert "`approved` or `rejected`" in card
+    report = status_json(capsys)
+    assert report["pending_approval"] == ["1"]
+    assert report["versions"]["1"]["approval"] == "pending"
+    assert report["versions"]["1"]["approved_by"] is None
+
+
+def test_card_for_airflow_approval_points_at_the_airflow_ui():
+    card = model_card.render("seqrec", None, None, "champion", None, {}, None, 5,
+                             approval_via="airflow")
+    assert "Required Actions" in card and "pencil" not in card
+    auto = model_card.render("seqrec", None, None, "champion", None, {}, None, 5,
+                             approval_via="auto")
+    assert "No approval step" in auto
+
+
+def test_status_names_who_approved_or_says_it_is_unknown(project, capsys, monkeypatch):
+    registry("register")
+    # What a person does on the version page: edit the `approval` row, add no name.
+    client(project).set_model_version_tag(NAME, "1", "approval", "approved")
+    registry("promote", "--by", "airflow:seqrec_retrain")
+    capsys.readouterr()
+    registry("status")
+    out = capsys.readouterr().out
+    assert "champion:          v1 (approved by unknown (set in the MLflow UI))" in out
+    assert status_json(capsys)["versions"]["1"]["approved_by"] == "unknown (set in the MLflow UI)"
+    monkeypatch.setenv("SEQREC_PIPELINE_RUN", "run-2")
+    registry("register")
+    registry("approve", "--by", "ana")  # where the system knows the name, it says it
+    registry("promote")
+    capsys.readouterr()
+    registry("status")
+    out = capsys.readouterr().out
+    assert "champion:          v2 (approved by ana)" in out
+    assert "previous_champion: v1 (approved by unknown (set in the MLflow UI))" in out
+
+
+def test_a_version_duplicated_by_an_http_retry_is_deleted(project):
+    """A create_model_version whose answer was lost and which MLflow's client sent again."""
+    registry("register")
+    first = client(project).get_model_version(NAME, "1")
+    tags = dict(first.tags)
+    client(project).create_model_version(NAME, first.source, run_id=first.run_id, tags=tags)
+    assert len(client(project).search_model_versions(f"name = '{NAME}'")) == 2
+    registry("register")  # the task's retry
+    versions = client(project).search_model_versions(f"name = '{NAME}'")
+    assert [v.version for v in versions] == [1]
+    assert aliases(project) == {"challenger": "1"}
