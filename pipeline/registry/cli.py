@@ -111,11 +111,12 @@ def _pipeline_run_id(params_path: str, experiment: str) -> tuple[str, str]:
 
 
 def _register(args: argparse.Namespace, params, client) -> int:
-    from pipeline import tracking
     from pipeline.registry import lineage, model_card, promotion, provenance, registration
 
     name = params.registry.model_name
-    root = tracking.project_root()
+    # The tree the run was built in (where `dvc repro` ran and its dvc.lock lies): a DAG
+    # workspace, not SEQREC_HOME, which names where the project's stores live.
+    root = Path.cwd().resolve()
     sequences = Path(args.sequences)
     tags = lineage.collect(
         root=root,

@@ -104,6 +104,16 @@ def test_registration_refuses_an_input_neither_git_nor_dvc_tracks(project, capsy
     assert "raw/events.csv" in error and "dvc add raw/events.csv" in error
 
 
+def test_registration_checks_the_tree_it_runs_in_not_seqrec_home(
+    project, tmp_path_factory, monkeypatch
+):
+    """A DAG task registers from its workspace while SEQREC_HOME names the project's stores:
+    the workspace's dvc.lock and commit are what a rebuild needs."""
+    monkeypatch.setenv("SEQREC_HOME", str(tmp_path_factory.mktemp("stores")))
+    assert cli("registry", "register") == 0
+    assert version_tags(project)[lineage.TAG_GIT_DIRTY] == "false"
+
+
 def test_diff_shows_params_commits_data_metrics_and_gate(project, capsys, monkeypatch):
     assert cli("registry", "register") == 0
     # Next week: a param change in its own commit, new data, better metrics, a gate report.
