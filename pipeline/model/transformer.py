@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ModelError
@@ -162,6 +163,11 @@ class SeqRecModel(nn.Module):
         same history gives the same output whatever padding a batch adds.
         """
         cfg = self.config
+        if items.shape[1] == 1:  # torch's encoder rejects a (B*H, 1, 1) mask: one padding
+            pad = (1, 0)  # column on the left (blocked as a key) changes no score
+            hidden = self.forward(F.pad(items, pad, value=PAD), F.pad(types, pad),
+                                  None if ts is None else F.pad(ts, pad))
+            return hidden[:, 1:]  # (B, 1, D)
         items, types = items[:, -cfg.max_len :], types[:, -cfg.max_len :]  # (B, T)
         t = items.shape[1]
         positions = torch.arange(cfg.max_len - t, cfg.max_len, device=items.device)  # (T,)
