@@ -67,6 +67,11 @@ AMAZON_DATA = {
            f"{SHARED_PREFIX}amazon/{stem}_item2attributes.json")
     for name, stem in (("toys", "Toys_and_Games"), ("sports", "Sports_and_Outdoors"))
 }
+# The one session-log recipe (bench/params/sessions.yaml) per sample: (source, path).
+SESSION_DATA = {
+    "diginetica": ("diginetica", f"{SHARED_PREFIX}diginetica/sample_train-item-views.csv"),
+    "yoochoose": ("yoochoose", f"{SHARED_PREFIX}yoochoose"),
+}
 
 
 class BenchError(Exception):
@@ -135,11 +140,17 @@ def resolve_data_paths(params: dict, project: Path = REPO_ROOT) -> dict:
 
 def load_overrides(dataset: str) -> dict:
     """The dataset's override file, bench/params/<dataset>.yaml; the Amazon sets share
-    bench/params/amazon.yaml and differ only in where their data lie (`AMAZON_DATA`)."""
+    bench/params/amazon.yaml and differ only in where their data lie (`AMAZON_DATA`), the
+    session samples bench/params/sessions.yaml (`SESSION_DATA`)."""
     if dataset in AMAZON_DATA:
         overrides = yaml.safe_load((PARAMS_DIR / "amazon.yaml").read_text()) or {}
         path, catalog = AMAZON_DATA[dataset]
         overrides.setdefault("data", {}).update(path=path, catalog_path=catalog)
+        return overrides
+    if dataset in SESSION_DATA:
+        overrides = yaml.safe_load((PARAMS_DIR / "sessions.yaml").read_text()) or {}
+        source, path = SESSION_DATA[dataset]
+        overrides.setdefault("data", {}).update(source=source, path=path)
         return overrides
     path = PARAMS_DIR / f"{dataset}.yaml"
     if not path.is_file():

@@ -21,8 +21,9 @@ from bench.quality import (
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__)
     parser.add_argument("--dataset", required=True,
-                        help="toys | sports (bench/params/amazon.yaml) | taobao | diginetica | "
-                             "yoochoose | synthetic (bench/params/<dataset>.yaml)")
+                        help="toys | sports (bench/params/amazon.yaml) | diginetica | "
+                             "yoochoose (bench/params/sessions.yaml) | taobao | synthetic "
+                             "(bench/params/<dataset>.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="extra override after the dataset's file (repeatable)")
     parser.add_argument("--tag", default="", help="suffix of the result name (a retry)")

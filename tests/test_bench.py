@@ -88,6 +88,15 @@ def test_the_amazon_sets_share_one_recipe_and_differ_only_in_their_data():
     assert toys["data"]["path"] != sports["data"]["path"]
 
 
+def test_the_session_samples_share_one_recipe_and_differ_only_in_their_data():
+    diginetica, yoochoose = load_overrides("diginetica"), load_overrides("yoochoose")
+    assert {k: v for k, v in diginetica.items() if k != "data"} == \
+        {k: v for k, v in yoochoose.items() if k != "data"}
+    assert set(diginetica["data"]) == {"source", "path"}
+    assert (diginetica["data"]["source"], yoochoose["data"]["source"]) == \
+        ("diginetica", "yoochoose")
+
+
 def test_report_renders_tables_plots_and_to_run_rows(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
