@@ -14,18 +14,24 @@ from bench.quality import (
     collect,
     print_quality,
     run_quality,
+    seed_row,
 )
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__)
     parser.add_argument("--dataset", required=True,
-                        help="toys | sports | taobao | synthetic (bench/params/<dataset>.yaml)")
+                        help="toys | sports (bench/params/amazon.yaml) | diginetica | "
+                             "yoochoose (bench/params/sessions.yaml) | taobao | synthetic "
+                             "(bench/params/<dataset>.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="extra override after the dataset's file (repeatable)")
     parser.add_argument("--tag", default="", help="suffix of the result name (a retry)")
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--keep", action="store_true", help="keep the workspace (bench/work/)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train with this many seeds (trainer.seed, +1, ...): mean and std "
+                             "of every recommender; the first seed's run is the detailed one")
     parser.add_argument("--show", action="store_true", help="print the last result, run nothing")
     parser.add_argument("--recollect", action="store_true",
                         help="re-read a kept workspace into the last result (stage times and "
@@ -42,6 +48,14 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         result = run_quality(args.dataset, args.set, args.timeout_s, args.keep, name)
+        if args.seeds > 1:
+            first = int(result["params"]["trainer"]["seed"])
+            result["seeds"] = [seed_row(first, result["eval"])]
+            for seed in range(first + 1, first + args.seeds):
+                extra = run_quality(args.dataset, [*args.set, f"trainer.seed={seed}"],
+                                    args.timeout_s, False, f"{name}_seed{seed}")
+                result["seeds"].append(seed_row(seed, extra["eval"]))
+            print_quality(result)
     except BenchError as exc:
         print(f"bench quality: {exc}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ DOC = REPO_ROOT / "docs" / "benchmarks.md"
 IMG = REPO_ROOT / "docs" / "img"
 SPEED_SIZES = (1_000_000, 10_000_000)
 SIZE_TOLERANCE = 0.1  # a run within 10 % of a nominal size counts as that size
-QUALITY_DATASETS = ("toys", "sports", "taobao", "synthetic")
+QUALITY_DATASETS = ("toys", "sports", "taobao", "diginetica", "yoochoose", "synthetic")
 # data-stage suite -> (result file, how to read one run: events, s, MiB, baseline, base s)
 SPEED = {
     "generate": "synthetic", "ingest": "ingest", "validate": "validate",
@@ -118,7 +118,14 @@ def _quality_run(name: str, dataset: str, result: dict) -> list[str]:
         keys = [k for k in ("users", "items", "events") if k in stats]
         out += [", ".join(f"{k}: {stats[k]:,}" for k in keys), ""]
     out += [table(comparison_rows(dataset, result["eval"]),
-                  ["model", "source", "ndcg@10", "hr@10"], markdown=True), ""]
+                  ["model", "source", "ndcg@10", "hr@10", "val ndcg@10"], markdown=True), ""]
+    if result.get("seeds"):
+        from bench.quality import spread_rows
+
+        seeds = ", ".join(str(s["seed"]) for s in result["seeds"])
+        out += [f"NDCG@10 over training seeds {seeds} (same data; mean and sample std):", "",
+                table(spread_rows(result), ["recommender", "test mean", "test std",
+                                            "val mean", "val std", "seeds"], markdown=True), ""]
     bar = result.get("bar_ndcg@10")
     if bar is not None:
         verdict = "meets" if model["ndcg@10"] >= bar else "misses"

@@ -39,6 +39,8 @@ class DataParams(Section):
     default_event_type: str = "purchase"
     csv_delimiter: str | None = None
     max_field_chars: int = Field(default=512, gt=0)
+    catalog_path: str | None = None
+    item_columns: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> DataParams:
@@ -130,12 +132,16 @@ class SequencesParams(Section):
     min_item_events: int = Field(default=2, ge=1)
     max_len: int = Field(default=50, gt=1)
     split: Literal["leave_one_out", "temporal"] = "leave_one_out"
+    train_until: Literal["val_session", "val_target"] = "val_session"
     val_days: float = Field(default=7.0, gt=0)
     test_days: float = Field(default=7.0, gt=0)
     target_event_types: list[str] = Field(default_factory=lambda: ["cart", "purchase"])
     previous_vocab: str | None = None
     max_oov_share: float = Field(default=0.5, ge=0, le=1)
     max_examples_per_user: int | None = Field(default=10, gt=0)
+    item_features: list[str] = Field(default_factory=lambda: ["category", "brand", "price"])
+    numeric_features: list[str] = Field(default_factory=lambda: ["price"])
+    numeric_buckets: int = Field(default=8, gt=1)
 
 
 class ModelParams(Section):
@@ -147,20 +153,22 @@ class ModelParams(Section):
     loss: Literal["full_ce", "sampled_softmax"] = "full_ce"
     n_negatives: int = Field(default=256, gt=0)
     ffn_dim: int | None = Field(default=None, gt=0)
-    copy_head: bool = True
+    repeat_head: bool = True
+    item_features: bool = True
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelParams:
         if self.hidden_dim % self.n_heads:
             raise ValueError("model.hidden_dim must be divisible by model.n_heads")
-        if self.copy_head and self.loss != "full_ce":
-            raise ValueError("model.copy_head needs loss full_ce (the copy mixture needs "
-                             "normalised next-item probabilities); set copy_head: false")
+        if self.repeat_head and self.loss != "full_ce":
+            raise ValueError("model.repeat_head needs loss full_ce (the repeat/explore mixture "
+                             "needs normalised next-item probabilities); set repeat_head: false")
         return self
 
 
 class PretrainParams(Section):
     epochs: int = Field(default=3, gt=0)
+    balance_types: bool = False
     batch_size: int = Field(default=128, gt=0)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)

@@ -62,19 +62,39 @@ def test_overrides_set_only_their_keys_and_reject_drifted_ones():
         parse_set(["cpu_threads=1"])
 
 
-@pytest.mark.parametrize("dataset", ["toys", "sports", "taobao", "synthetic", "tiny"])
+@pytest.mark.parametrize(
+    "dataset", ["toys", "sports", "taobao", "diginetica", "yoochoose", "synthetic", "tiny"])
 def test_every_override_file_applies_to_the_current_params(dataset):
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     merged = resolve_data_paths(apply_overrides(params, load_overrides(dataset)))
     parse_params(merged)  # the project's own typed check: no drifted key or wrong type
-    if dataset in ("toys", "sports", "taobao"):
-        resolved = Path(merged["data"]["path"])
-        if shared_data_dir().is_dir():  # where the bench itself looks
-            assert resolved.is_absolute() and resolved.exists()
-        else:  # a checkout without ../shared/data: nothing to resolve to, left as written
-            assert merged["data"]["path"].startswith("../shared/data/")
+    if dataset not in ("synthetic", "tiny"):
+        keys = ["path", "catalog_path"] if dataset in ("toys", "sports") else ["path"]
+        for key in keys:
+            resolved = Path(merged["data"][key])
+            if shared_data_dir().is_dir():  # where the bench itself looks
+                assert resolved.is_absolute() and resolved.exists()
+            else:  # a checkout without ../shared/data: nothing to resolve to, left as written
+                assert merged["data"][key].startswith("../shared/data/")
     else:
         assert merged["data"]["path"] == params["data"]["path"]  # in-project paths stay relative
+
+
+def test_the_amazon_sets_share_one_recipe_and_differ_only_in_their_data():
+    toys, sports = load_overrides("toys"), load_overrides("sports")
+    assert {k: v for k, v in toys.items() if k != "data"} == \
+        {k: v for k, v in sports.items() if k != "data"}
+    assert set(toys["data"]) == {"source", "path", "catalog_path"}
+    assert toys["data"]["path"] != sports["data"]["path"]
+
+
+def test_the_session_samples_share_one_recipe_and_differ_only_in_their_data():
+    diginetica, yoochoose = load_overrides("diginetica"), load_overrides("yoochoose")
+    assert {k: v for k, v in diginetica.items() if k != "data"} == \
+        {k: v for k, v in yoochoose.items() if k != "data"}
+    assert set(diginetica["data"]) == {"source", "path"}
+    assert (diginetica["data"]["source"], yoochoose["data"]["source"]) == \
+        ("diginetica", "yoochoose")
 
 
 def test_report_renders_tables_plots_and_to_run_rows(tmp_path):

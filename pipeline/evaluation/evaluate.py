@@ -247,6 +247,13 @@ def run(args: argparse.Namespace) -> int:
             with_baselines=args.baselines or full_stage,
             work_dir=Path(tmp),
         )
+        if full_stage and args.split == "test":
+            # The same recommenders on the validation split: if validation ranks them as
+            # test does, checkpoints chosen on it are chosen well (docs/evaluation.md).
+            val_document, _ = evaluate(args.model, data, params, split="val",
+                                       scratch_spec=args.scratch, with_baselines=True,
+                                       work_dir=Path(tmp) / "val")
+            document["validation"] = validation_block(val_document, params.evaluate.report_k)
     write_json(args.details, document)
     files = [args.details]
     if args.metrics is not None:
@@ -267,6 +274,13 @@ def run(args: argparse.Namespace) -> int:
     print(summary_line(document, details, params.evaluate.report_k,
                        args.report / "eval.html" if args.report else args.details))
     return 0
+
+
+def validation_block(val_document: dict, report_k: int) -> dict:
+    """`{recommender: {"ndcg@k", "hr@k"}}` of the validation split, beside the test's."""
+    keys = (f"ndcg@{report_k}", f"hr@{report_k}")
+    blocks = {MODEL_NAME: val_document[MODEL_NAME], **val_document.get("baselines", {})}
+    return {name: {key: block[key] for key in keys} for name, block in blocks.items()}
 
 
 def write_json(path: Path, document: dict) -> None:

@@ -71,10 +71,17 @@ def _relative(gain: float, base: float) -> str:
 
 
 def summary_line(document: dict, k: int) -> str:
-    """Model vs the best non-transformer baseline, and vs the from-scratch transformer."""
+    """Does the model lead every other recommender? Then vs the best non-transformer baseline,
+    and vs the same transformer from scratch (what pretraining buys)."""
     key = f"ndcg@{k}"
     model = document["model"][key]
-    parts = [f"Model NDCG@{k} = {model:.4f}"]
+    others = {name: m[key] for name, m in document.get("baselines", {}).items() if key in m}
+    verdict = ""
+    if others:
+        top = max(others, key=others.get)
+        verdict = (" leads every other recommender" if model >= others[top]
+                   else f" LOSES to {top} ({others[top]:.4f})")
+    parts = [f"Model NDCG@{k} = {model:.4f}{verdict}"]
     best = _best_baseline(document, key)
     if best is not None:
         name, value = best
@@ -156,6 +163,18 @@ def build_tables(document: dict, details: dict, k: int) -> list[Table]:
                     _bold_best(rows, 2, set(), per_row=True),
                 )
             )
+    validation = document.get("validation", {})
+    if validation:
+        key = f"ndcg@{k}"
+        rows = [[name, validation.get(name, {}).get(key), m.get(key)]
+                for name, m in recommenders.items()]
+        tables.insert(1, Table(
+            f"Validation vs test NDCG@{k}",
+            ["recommender", "validation", "test"],
+            _bold_best(rows, 1, set()),
+            "Checkpoints are chosen on validation only; the test split is read once, here. "
+            "When the two columns rank the recommenders differently, model selection is blind.",
+        ))
     run_rows = [
         ["examples", details["examples"]],
         ["exclude_history", details["exclude_history"]],

@@ -4,9 +4,10 @@
 
 Writes `<out>/events.parquet` (canonical events, docs/interfaces.md), `<out>/quarantine.parquet`
 (rows that could not be parsed: source_file, source_row, raw, rule, detail),
-`<out>/summary.json` (row accounting overall and per source file) and, for the synthetic
-shop, `<out>/catalog.parquet`. Every input row is either parsed or quarantined with its rule:
-`rows_in == rows_parsed + rows_quarantined`, per file and overall.
+`<out>/summary.json` (row accounting overall and per source file) and, when the source has
+one, `<out>/catalog.parquet` (item side features, `pipeline.ingest.catalog`). Every input row
+is either parsed or quarantined with its rule: `rows_in == rows_parsed + rows_quarantined`,
+per file and overall.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def ingest(data: DataParams, synthetic: SyntheticParams) -> IngestResult:
     import pandas as pd
 
     from pipeline.ingest.canonical import QUARANTINE_COLUMNS
+    from pipeline.ingest.catalog import build_catalog
     from pipeline.ingest.sources import read_source
 
     catalog = None
@@ -120,6 +122,7 @@ def ingest(data: DataParams, synthetic: SyntheticParams) -> IngestResult:
     events = events[[*CANONICAL_ORDER, *extras]]
     quarantine = pd.concat([rows.quarantine for rows in files], ignore_index=True)
     quarantine = quarantine[list(QUARANTINE_COLUMNS)]
+    catalog = build_catalog(data, events, own=catalog)
     return IngestResult(events, quarantine, summarize(data.source, files, events), catalog)
 
 

@@ -33,6 +33,8 @@ TRAIN_COLUMNS = ("items", "types", "ts")
 VAL_COLUMNS = ("history_items", "history_types", "history_ts", "target_item", "target_type")
 VAL_BATCH_FACTOR = 4  # scoring keeps no activations for backward: larger batches fit
 POPULARITY_PRIOR = 1.0  # added to item counts so items unseen in train keep a finite log q
+ITEM_FEATURES_FILE = "item_features.parquet"  # optional: side features of catalogue items
+FEATURE_VOCAB_FILE = "feature_vocab.parquet"  # its tokens (`column=value`) and their ids
 BUCKET_POOL_BATCHES = 50  # batches sorted together by length: larger = less padding, less mixing
 
 
@@ -64,6 +66,9 @@ class SequenceData:
     vocab_size: int
     train: dict[str, np.ndarray]  # items/types/ts: (N, max_len + 1)
     val: dict[str, np.ndarray]  # items/types/ts: (M, max_len); target_item/target_type: (M,)
+    item_features: np.ndarray | None = None  # (vocab_size, K) feature token ids, 0 = none
+    n_features: int = 0  # size of the feature vocabulary (0 = padding included)
+    feature_columns: np.ndarray | None = None  # (n_features,) column of each token, 1-based
 
     @property
     def vocab_path(self) -> Path:
@@ -127,12 +132,40 @@ def load_sequences(root: str | Path) -> SequenceData:
     for c in ("target_item", "target_type"):
         val[c] = val_table.column(c).to_numpy().astype(np.int64)
     data = SequenceData(root, event_types, targets, max_len, int(meta["vocab_size"]), train, val)
+    if (root / ITEM_FEATURES_FILE).is_file():
+        data.item_features, data.feature_columns = load_item_features(root, data.vocab_size)
+        data.n_features = len(data.feature_columns)
     for split, arrays in (("train", train), ("val", val)):
         top = int(arrays["items"].max(initial=0))
         if top >= data.vocab_size:
             raise ModelError(f"{root / (split + '.parquet')}: item id {top} >= vocab_size "
                              f"{data.vocab_size} of {meta_path}")
     return data
+
+
+def load_item_features(root: Path, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`item_features.parquet` + `feature_vocab.parquet` -> ((vocab_size, K) token ids of each
+    item, (n_features,) column id of each token: 1.. in sorted column-name order, 0 = padding).
+
+    Items without a row (not in the catalogue) get no features: they still score, from their
+    own embedding alone."""
+    import pyarrow.compute as pc
+
+    table = _read_table(root / ITEM_FEATURES_FILE, ("index", "features"))
+    names = _read_table(root / FEATURE_VOCAB_FILE, ("feature", "id"))
+    index = table.column("index").to_numpy().astype(np.int64)
+    if len(index) and (index.min() < 0 or index.max() >= vocab_size):
+        raise ModelError(f"{root / ITEM_FEATURES_FILE}: item index outside 0..{vocab_size - 1}")
+    width = int(pc.max(pc.list_value_length(table.column("features"))).as_py() or 0)
+    padded = pad_left(table.column("features"), max(width, 1))
+    out = np.zeros((vocab_size, padded.shape[1]), dtype=np.int64)
+    out[index] = padded
+    ids = names.column("id").to_numpy().astype(np.int64)
+    column_of_name = [name.split("=", 1)[0] for name in names.column("feature").to_pylist()]
+    column_ids = {c: i + 1 for i, c in enumerate(sorted(set(column_of_name)))}
+    columns = np.zeros(int(max(ids.max(initial=0), out.max(initial=0))) + 1, dtype=np.int64)
+    columns[ids] = [column_ids[c] for c in column_of_name]
+    return out, columns
 
 
 class IndexDataset(torch.utils.data.Dataset):

@@ -43,6 +43,7 @@ class FreezePolicy(BaseFinetuning):
             return []
         embeddings = [model.item_emb, model.type_emb, model.pos_emb]
         embeddings += [model.gap_emb] if model.gap_emb is not None else []
+        embeddings += [model.feature_emb] if model.feature_emb is not None else []
         if self.policy == "embeddings":
             return embeddings
         layers = list(model.encoder.layers)
@@ -139,6 +140,25 @@ class Throughput(pl.Callback):
         summary = self.summary()
         pl_module.log("sequences_per_s", summary["sequences_per_s"], rank_zero_only=True)
         pl_module.log("tokens_per_s", summary["tokens_per_s"], rank_zero_only=True)
+
+
+class BestWeights(pl.Callback):
+    """Keeps, in memory, the weights of the best validation so far (pretraining exports them:
+    a time budget may run past the best epoch, and fine-tuning should start from the best)."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.best: float | None = None
+        self.state: dict | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        if self.best is None or float(value) > self.best:
+            self.best = float(value)
+            self.state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in pl_module.state_dict().items()}
 
 
 class EpochLine(pl.Callback):

@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 
 from pipeline.errors import ModelError
+from pipeline.model.batches import FEATURE_VOCAB_FILE, ITEM_FEATURES_FILE
 from pipeline.model.folder import save_model_dir
 from pipeline.model.transformer import ModelConfig, SeqRecModel
 from pipeline.params import Params, ParamsError
@@ -68,11 +69,15 @@ def resolve_precision(requested: str) -> str:
 
 def build_config(params: Params, data) -> ModelConfig:
     m = params.model
+    features = m.item_features and data.item_features is not None
     return ModelConfig(
         vocab_size=data.vocab_size, max_len=data.max_len, event_types=data.event_types,
         hidden_dim=m.hidden_dim, n_layers=m.n_layers, n_heads=m.n_heads,
         ffn_dim=m.ffn_dim or m.hidden_dim, dropout=m.dropout, time_gap_buckets=m.time_gap_buckets,
-        copy_head=m.copy_head,
+        repeat_head=m.repeat_head,
+        n_features=data.n_features if features else 0,
+        features_per_item=data.item_features.shape[1] if features else 0,
+        n_feature_columns=int(data.feature_columns.max()) if features else 0,
         target_event_types=data.target_event_types, positive_event_type=data.positive_event_type,
     )
 
@@ -109,8 +114,9 @@ def load_initial_weights(model: SeqRecModel, init_dir: Path, data) -> str:
 
 def fingerprint(params: Params, spec: StageSpec, data, init_hash: str | None) -> str:
     """Hash of everything that makes a checkpoint resumable by this run."""
-    files = {n: file_sha256(data.root / n) for n in ("train.parquet", "val.parquet",
-                                                     "vocab.parquet")}
+    names = ["train.parquet", "val.parquet", "vocab.parquet", ITEM_FEATURES_FILE,
+             FEATURE_VOCAB_FILE]
+    files = {n: file_sha256(data.root / n) for n in names if (data.root / n).is_file()}
     section = params.finetune if spec.finetune else params.pretrain
     payload = {"stage": spec.name, "model": params.model.model_dump(),
                "stage_params": section.model_dump(), "trainer": params.trainer.model_dump(),
@@ -168,6 +174,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
 
     from pipeline.model.batches import load_sequences, make_loaders
     from pipeline.model.callbacks import (
+        BestWeights,
         EpochLine,
         EpochLog,
         FreezePolicy,
@@ -190,10 +197,14 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         warmup_steps=section.warmup_steps, loss=params.model.loss,
         n_negatives=params.model.n_negatives,
         purchase_loss_weight=params.finetune.purchase_loss_weight if spec.finetune else 0.0,
+        balance_types=params.pretrain.balance_types and not spec.finetune,
         exclude_history=params.evaluate.exclude_history,
         item_counts=data.item_counts() if params.model.loss == "sampled_softmax" else None,
         time_budget_s=section.max_time_minutes * 60 if section.max_time_minutes else None,
     )
+    if config.n_features:
+        module.model.set_item_features(torch.from_numpy(data.item_features),
+                                       torch.from_numpy(data.feature_columns))
     init_hash = load_initial_weights(module.model, spec.init_dir, data) if spec.init_dir else None
     train_loader, val_loader = make_loaders(data, section.batch_size, spec.finetune,
                                             params.trainer.num_workers, params.trainer.seed)
@@ -209,6 +220,8 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     resume, best_cb, early = None, None, None
+    best_weights = None if spec.finetune else BestWeights(VAL_METRIC)
+    callbacks += [best_weights] if best_weights is not None else []
     if spec.finetune:
         expected = fingerprint(params, spec, data, init_hash)
         resume = resumable_checkpoint(spec.checkpoints, expected)
@@ -250,6 +263,8 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
     if best_path is not None and best_path.is_file():
         state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
+    if best_weights is not None and best_weights.state is not None:
+        module.load_state_dict(best_weights.state)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {
         "stage": spec.name, "init": str(spec.init_dir) if spec.init_dir else "scratch",
@@ -258,7 +273,9 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         "resumed_from_step": resumed_from_step,
         "best_checkpoint": str(best_path) if best_path and best_path.is_file() else None,
         f"best_{VAL_METRIC}": float(best_cb.best_model_score) if best_cb is not None and
-        best_cb.best_model_score is not None else metrics.get(VAL_METRIC),
+        best_cb.best_model_score is not None else
+        best_weights.best if best_weights is not None and best_weights.best is not None
+        else metrics.get(VAL_METRIC),
         "stopped_early": bool(early is not None and early.stopped_epoch > 0) or finished,
         "last_metrics": metrics, "precision": precision, "world_size": trainer.world_size,
         "device": trainer.strategy.root_device.type,

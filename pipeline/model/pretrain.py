@@ -4,7 +4,8 @@
 
 Every event of `train.parquet` (views included) predicts the next one (full softmax over all
 items by default, `model.loss`). Validation NDCG@10 is logged each `pretrain.val_every_n_epochs`
-for information; the final weights are kept. Writes the model folder of docs/interfaces.md.
+and the weights of the best validation are exported (the last ones when validation never
+ran). Writes the model folder of docs/interfaces.md.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from pipeline.model.heads import copy_log_prob_of, mix
+from pipeline.model.heads import mix, repeat_log_prob_of
 from pipeline.model.transformer import N_RESERVED, PAD, ModelConfig, SeqRecModel
 
 VAL_K = 10  # early stopping and model selection use NDCG@10
@@ -79,6 +79,7 @@ class SeqRecModule(pl.LightningModule):
         loss: str = "full_ce",
         n_negatives: int = 256,
         purchase_loss_weight: float = 0.0,
+        balance_types: bool = False,
         exclude_history: bool = False,
         item_counts: list[float] | None = None,
         time_budget_s: float | None = None,
@@ -100,7 +101,7 @@ class SeqRecModule(pl.LightningModule):
         return -F.cross_entropy(logits.float(), targets - N_RESERVED, reduction="none")
 
     def _sampled_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        weights = self.model.item_emb.weight  # (V, D), tied output
+        weights = self.model.item_table()  # (V, D), tied output
         negatives = torch.multinomial(self.sample_prob, self.hparams.n_negatives,
                                       replacement=True)  # (S,)
         log_q = torch.log(self.sample_prob)  # (V,)
@@ -119,13 +120,19 @@ class SeqRecModule(pl.LightningModule):
         queried = self.model.query(hidden, batch["next_types"])  # (B, T, D)
         at_targets = queried[mask]  # (N, D): only positions with a target reach the logits
         log_p = self.generate_log_prob(at_targets, targets)  # (N,)
-        if self.model.config.copy_head:
-            head = self.model.head
-            log_copy = head.copy_log_probs(queried, hidden, items)[mask]  # (N, T)
-            history = items[:, None, :].expand(-1, items.shape[1], -1)[mask]  # (N, T)
-            log_p = mix(head.gate_logit(at_targets), log_p,
-                        copy_log_prob_of(log_copy, history, targets))
-        losses = {"item_loss": -log_p.mean()}
+        cfg = self.model.config
+        if cfg.repeat_head:
+            rows, positions = mask.nonzero(as_tuple=True)  # (N,), (N,)
+            features = self.model.repeat_inputs(items, batch["types"], batch["ts"],
+                                                last_only=False).at(rows, positions)  # (N, 1, T)
+            history = items[rows]  # (N, T)
+            next_types = batch["next_types"][mask]  # (N,)
+            vectors = self.model.item_vectors(items)[rows]  # (N, T, D): one lookup per batch
+            log_repeat = self.model.head.repeat(
+                at_targets[:, None], features, vectors, next_types[:, None])[:, 0]  # (N, T)
+            log_p = mix(self.model.head.explore_logit(at_targets, next_types), log_p,
+                        repeat_log_prob_of(log_repeat, history, targets))
+        losses = {"item_loss": self._mean_loss(-log_p, batch["next_types"][mask])}
         losses["loss"] = losses["item_loss"]
         if self.hparams.purchase_loss_weight > 0:
             losses["purchase_loss"] = F.binary_cross_entropy_with_logits(
@@ -133,6 +140,15 @@ class SeqRecModule(pl.LightningModule):
             losses["loss"] = losses["loss"] + (self.hparams.purchase_loss_weight
                                                * losses["purchase_loss"])
         return losses
+
+    def _mean_loss(self, losses: torch.Tensor, next_types: torch.Tensor) -> torch.Tensor:
+        """The mean over targets, or (`balance_types`) the mean over event types of each
+        type's mean: on a view-dominated log, carts and purchases then weigh as much as views
+        in pretraining instead of a tenth of it."""
+        if not self.hparams.balance_types:
+            return losses.mean()
+        present = torch.unique(next_types)
+        return torch.stack([losses[next_types == t].mean() for t in present]).mean()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.batch_losses(batch)
@@ -143,13 +159,17 @@ class SeqRecModule(pl.LightningModule):
         return losses["loss"]
 
     # ---- validation ---------------------------------------------------------------------
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_ranks(self, batch: dict[str, torch.Tensor]):
+        """Per-example NDCG@10 and hit@10 of a validation batch (full ranking)."""
         scores, _ = self.model.score_last(batch["items"], batch["types"], batch["ts"])  # (B, V)
         scores = scores.float()
         if self.hparams.exclude_history:
             history = batch["items"]  # (B, T); PAD (0) is already -inf
             scores = scores.scatter(1, history, float("-inf"))
-        ndcg, hit = ndcg_hr_at_k(scores, batch["target_item"])
+        return ndcg_hr_at_k(scores, batch["target_item"])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        ndcg, hit = self.validation_ranks(batch)
         size = len(ndcg)
         self.log(VAL_METRIC, ndcg.mean(), prog_bar=True, batch_size=size, sync_dist=True)
         self.log(f"val_hr@{VAL_K}", hit.mean(), batch_size=size, sync_dist=True)

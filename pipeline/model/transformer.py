@@ -11,8 +11,8 @@ NOTE: departs from the SASRec paper in the loss (full softmax cross-entropy by d
 in Klenitskiy & Vasilev, RecSys 2023) and adds the event-type and time-gap embeddings, a
 purchase-probability head (is the next target event a purchase rather than a cart) and
 `pipeline.model.heads.NextItemHead`: item scores conditioned on the type of the event being
-predicted (next view / cart / purchase), optionally mixed with a copy pointer over the
-history (shoppers cart what they viewed).
+predicted (next view / cart / purchase), as a mixture of repeating a history item (scored
+from its recency, frequency and event types) and exploring the catalogue.
 
 Saving and loading the model folder: `pipeline.model.folder`.
 """
@@ -24,10 +24,12 @@ from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ModelError
 from pipeline.model.heads import NextItemHead
+from pipeline.model.repeat import RepeatFeatures, repeat_features
 
 PAD, MASK, UNK = 0, 1, 2
 N_RESERVED = 3  # token ids below this are never recommended
@@ -35,7 +37,8 @@ INIT_STD = 0.02  # normal init of embeddings and linear layers (BERT/GPT-2 conve
 ACTIVATION = "gelu"
 ARCHITECTURE_FIELDS = (
     "vocab_size", "max_len", "n_event_types", "hidden_dim", "n_layers", "n_heads",
-    "ffn_dim", "time_gap_buckets", "copy_head",
+    "ffn_dim", "time_gap_buckets", "repeat_head", "n_features", "features_per_item",
+    "n_feature_columns",
 )  # fields that must agree for weights to be reusable (dropout and heads' use may differ)
 
 
@@ -52,7 +55,10 @@ class ModelConfig:
     ffn_dim: int = 64  # feed-forward width (SASRec uses hidden_dim)
     dropout: float = 0.2
     time_gap_buckets: int = 0  # log2-second buckets of the gap to the previous event; 0 = off
-    copy_head: bool = True  # mix a pointer over the history into the next-item scores
+    repeat_head: bool = True  # mix repeating a history item with exploring the catalogue
+    n_features: int = 0  # item side-feature tokens (category=..., brand=..., price=q3); 0 = none
+    features_per_item: int = 0  # feature tokens per item (padded with 0)
+    n_feature_columns: int = 0  # catalogue columns the tokens come from (brand, category...)
     target_event_types: list[str] = field(default_factory=list)  # fine-tuning targets
     positive_event_type: str | None = None  # purchase head: next target event is this type
 
@@ -111,8 +117,19 @@ class SeqRecModel(nn.Module):
         self.encoder = nn.TransformerEncoder(
             layer, config.n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False
         )
+        self.feature_emb = None
+        if config.n_features:
+            self.feature_emb = nn.Embedding(config.n_features, d, padding_idx=PAD)
+            # Which feature tokens each item has: data, but saved with the weights so serving
+            # scores with the same features (filled by `set_item_features`).
+            self.register_buffer("item_features", torch.zeros(
+                config.vocab_size, config.features_per_item, dtype=torch.long))
+            self.register_buffer("feature_columns", torch.zeros(config.n_features,
+                                                                dtype=torch.long))
         self.purchase_head = nn.Linear(d, 1)
-        self.head = NextItemHead(d, config.ffn_dim, config.n_event_types, config.copy_head)
+        self.head = NextItemHead(d, config.ffn_dim, config.n_event_types, config.repeat_head,
+                                 use_time=config.time_gap_buckets > 0,
+                                 n_feature_columns=config.n_feature_columns)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -146,10 +163,15 @@ class SeqRecModel(nn.Module):
         same history gives the same output whatever padding a batch adds.
         """
         cfg = self.config
+        if items.shape[1] == 1:  # torch's encoder rejects a (B*H, 1, 1) mask: one padding
+            pad = (1, 0)  # column on the left (blocked as a key) changes no score
+            hidden = self.forward(F.pad(items, pad, value=PAD), F.pad(types, pad),
+                                  None if ts is None else F.pad(ts, pad))
+            return hidden[:, 1:]  # (B, 1, D)
         items, types = items[:, -cfg.max_len :], types[:, -cfg.max_len :]  # (B, T)
         t = items.shape[1]
         positions = torch.arange(cfg.max_len - t, cfg.max_len, device=items.device)  # (T,)
-        x = self.item_emb(items) * math.sqrt(cfg.hidden_dim)  # (B, T, D)
+        x = self.item_vectors(items) * math.sqrt(cfg.hidden_dim)  # (B, T, D)
         x = x + self.type_emb(types) + self.pos_emb(positions)[None]  # (B, T, D)
         if self.gap_emb is not None:
             if ts is None:
@@ -163,11 +185,47 @@ class SeqRecModel(nn.Module):
         """Condition hidden states on the type of the event to predict: (..., D) -> (..., D)."""
         return self.head.query(hidden, next_types)
 
+    def set_item_features(self, table: torch.Tensor, columns: torch.Tensor) -> None:
+        """(vocab_size, features_per_item) feature token ids of every item (0 = none) and
+        (n_features,) the catalogue column of each token (1-based, 0 = padding)."""
+        self.item_features.copy_(table)
+        self.feature_columns.copy_(columns)
+
+    def repeat_inputs(self, items: torch.Tensor, types: torch.Tensor,
+                      ts: torch.Tensor | None, last_only: bool) -> RepeatFeatures:
+        """Repeat-candidate features of (B, T) histories (`pipeline.model.repeat`)."""
+        cfg = self.config
+        tokens = columns = None
+        if cfg.n_feature_columns:
+            tokens = self.item_features[items]  # (B, T, K)
+            columns = self.feature_columns[tokens]  # (B, T, K)
+        return repeat_features(items, types, cfg.n_event_types,
+                               ts if cfg.time_gap_buckets > 0 else None, last_only,
+                               tokens, columns, cfg.n_feature_columns)
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Item representations of token ids (the tied output rows): (...) -> (..., D).
+
+        The item's own embedding plus the sum of its side features' embeddings, so items of
+        one brand or category share what is learnt about them (and a rarely seen item is
+        not only noise)."""
+        vectors = self.item_emb(items)
+        if self.feature_emb is not None:
+            vectors = vectors + self.feature_emb(self.item_features[items]).sum(-2)
+        return vectors
+
+    def item_table(self) -> torch.Tensor:
+        """(vocab_size, D): `item_vectors` of every token, the tied output layer."""
+        table = self.item_emb.weight
+        if self.feature_emb is not None:
+            table = table + self.feature_emb(self.item_features).sum(-2)
+        return table
+
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3).
 
         `hidden` is a queried state (`query`)."""
-        return hidden @ self.item_emb.weight[N_RESERVED:].T
+        return hidden @ self.item_table()[N_RESERVED:].T
 
     def default_query_types(self) -> list[int]:
         """Type ids scored by `score_last`: the fine-tuning targets (every type if none)."""
@@ -224,27 +282,32 @@ class SeqRecModel(nn.Module):
             purchase_logit (B,).
         """
         hidden = self(items, types, ts)  # (B, T, D)
-        items = items[:, -self.config.max_len :]  # (B, T) as the encoder saw them
+        cfg = self.config
+        items, types = items[:, -cfg.max_len :], types[:, -cfg.max_len :]  # as the encoder saw
         last = hidden[:, -1]  # (B, D)
         purchase_logit = self.purchase_logit(last)  # (B,)
         query_types = list(query_types or self.default_query_types())
         weights = self._query_weights(query_types, purchase_logit)  # (B, Q)
+        features = None
+        if cfg.repeat_head:
+            window_ts = None if ts is None else ts[:, -cfg.max_len :]
+            features = self.repeat_inputs(items, types, window_ts, last_only=True)
         # The mixture is built in probability space: one exp per score (softmax) and one log at
-        # the end. The copy part is sparse (at most T items per row), so it is scattered in.
+        # the end. The repeat part is sparse (at most T items per row), so it is scattered in.
         # Scores below float32's smallest probability (log-prob < ~-103) tie at -inf, far
         # below any cut-off a ranking uses.
-        is_item = items >= N_RESERVED  # (B, T): positions the pointer may copy
         item_column = (items - N_RESERVED).clamp(min=0)  # (B, T) column in the item scores
         probs = None
         for q, query_type in enumerate(query_types):
             query = torch.full_like(purchase_logit, query_type, dtype=torch.long)  # (B,)
             queried = self.query(last, query)  # (B, D)
             p_item = torch.softmax(self.item_logits(queried).float(), 1)  # (B, V - 3)
-            if self.config.copy_head:
-                p_generate = torch.sigmoid(self.head.gate_logit(queried))[:, None]  # (B, 1)
-                log_copy = self.head.copy_log_probs(queried[:, None], hidden, items)[:, 0]
-                p_copy = (log_copy.exp() * (1 - p_generate)).masked_fill(~is_item, 0.0)
-                p_item = p_item.mul_(p_generate).scatter_add_(1, item_column, p_copy)
+            if features is not None:
+                p_explore = torch.sigmoid(self.head.explore_logit(queried, query))[:, None]
+                log_repeat = self.head.repeat(queried[:, None], features,
+                                              self.item_vectors(items), query[:, None])[:, 0]
+                p_repeat = (log_repeat.exp() * (1 - p_explore)).nan_to_num(0.0)
+                p_item = p_item.mul_(p_explore).scatter_add_(1, item_column, p_repeat)
             p_item = p_item.mul_(weights[:, q : q + 1])
             probs = p_item if probs is None else probs.add_(p_item)
         reserved = torch.full((last.shape[0], N_RESERVED), float("-inf"), device=last.device)

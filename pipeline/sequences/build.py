@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # heavy imports stay out of `--help`
     import pyarrow as pa
 
     from pipeline.params import SequencesParams
+    from pipeline.sequences.features import ItemFeatures
 
 log = logging.getLogger(__name__)
 HEADLINE_KEYS = ("users", "items")
@@ -39,6 +40,7 @@ class SequenceBuild:
     vocab: pa.Table
     meta: dict
     stats: dict
+    features: ItemFeatures | None = None  # item side features, when there is a catalogue
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,7 +183,8 @@ def build_sequences(
     )
     is_target = np.isin(events.event_type, target_ids)
     if params.split == "leave_one_out":
-        result = splits.leave_one_out(events, tokens, is_target, params.max_len)
+        result = splits.leave_one_out(events, tokens, is_target, params.max_len,
+                                      params.train_until)
     else:
         result = splits.temporal(
             events,
@@ -229,12 +232,18 @@ def write_outputs(build: SequenceBuild, out: Path, metrics: Path | None) -> None
     """Write the parquet files, `meta.json` and `stats.json` (and the DVC metrics headline)."""
     import pyarrow.parquet as pq
 
+    from pipeline.sequences.features import FEATURE_VOCAB_FILE, ITEM_FEATURES_FILE
     from pipeline.sequences.vocab import VOCAB_FILE
 
     out.mkdir(parents=True, exist_ok=True)
     for split, table in build.tables.items():
         pq.write_table(table, out / f"{split}.parquet")
     pq.write_table(build.vocab, out / VOCAB_FILE)
+    for name in (ITEM_FEATURES_FILE, FEATURE_VOCAB_FILE):
+        (out / name).unlink(missing_ok=True)  # an earlier catalogue's features must not linger
+    if build.features is not None:
+        pq.write_table(build.features.table, out / ITEM_FEATURES_FILE)
+        pq.write_table(build.features.vocab, out / FEATURE_VOCAB_FILE)
     (out / "meta.json").write_text(json.dumps(build.meta, indent=2) + "\n", encoding="utf-8")
     stats_text = json.dumps(build.stats, indent=2) + "\n"
     (out / "stats.json").write_text(stats_text, encoding="utf-8")
@@ -248,6 +257,7 @@ def write_outputs(build: SequenceBuild, out: Path, metrics: Path | None) -> None
 def run(args: argparse.Namespace) -> int:
     from pipeline.params import load_params
     from pipeline.sequences.checks import check_sequences
+    from pipeline.sequences.features import build_item_features, read_catalog
     from pipeline.sequences.prep import read_events
     from pipeline.sequences.vocab import read_vocab, resolve_vocab_path
 
@@ -259,6 +269,12 @@ def run(args: argparse.Namespace) -> int:
     build = build_sequences(
         read_events(events_path), seq, params.data.event_types, previous, source=str(events_path)
     )
+    catalog = read_catalog(Path(args.events))
+    if catalog is not None and seq.item_features:
+        build = replace(build, features=build_item_features(
+            catalog, build.vocab, list(seq.item_features), list(seq.numeric_features),
+            seq.numeric_buckets, source=str(Path(args.events) / "catalog.parquet")))
+        build.stats["item_features"] = build.features.stats
     build.stats["checks"] = check_sequences(build.tables, build.meta)
     if vocab_path is not None:
         build.meta["previous_vocab"] = str(vocab_path)

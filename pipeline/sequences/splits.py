@@ -6,8 +6,15 @@ bounds computed with whole-array numpy operations, and the slices become Arrow l
 columns through one gather (`ListArray.from_arrays` with offsets): no per-user loop.
 
 leave_one_out: per user, test = last target event, val = second-to-last target event,
-train = events strictly before the val target. Users with fewer than two target events
-have no val/test example and give their whole sequence to train.
+train = events strictly before the val target's session (`train_until: val_session`, the
+default) or before the val target itself (`val_target`, the papers' protocol). Users with
+fewer than two target events have no val/test example and give their whole sequence to
+train. Why the session: a test history ends with events the model never trained on (the
+val target, what came after it); with `val_target` a val history is exactly a training
+row, so validation rewards memorising the user's own sequence and ranked models the other
+way round from test (docs/sequences.md). When the val target's session is the user's first,
+there is nothing before it to train on and the cut falls back to the val target (session
+datasets, where a session is a user, keep the papers' protocol).
 temporal: global cut-offs; train = events before the val cut-off; val/test examples are
 target events inside their window with every earlier event of the user as history.
 """
@@ -91,8 +98,15 @@ def _user_bounds(events: Events) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
+def _session_starts(events: Events) -> np.ndarray:
+    """(n,) position of the first event of each event's session."""
+    new = user_starts(events.user) | np.r_[True, events.session[1:] != events.session[:-1]]
+    return np.maximum.accumulate(np.where(new, np.arange(len(new)), 0))
+
+
 def leave_one_out(
-    events: Events, tokens: np.ndarray, is_target: np.ndarray, max_len: int
+    events: Events, tokens: np.ndarray, is_target: np.ndarray, max_len: int,
+    train_until: str = "val_session",
 ) -> SplitResult:
     """Leave-one-out split (the SASRec protocol when every event is a target).
 
@@ -101,6 +115,7 @@ def leave_one_out(
         tokens: (n,) int32 vocabulary token of each event's item.
         is_target: (n,) bool, events whose type is a fine-tuning target.
         max_len: history length kept for val/test (train keeps `max_len + 1`).
+        train_until: `val_session` or `val_target` (see the module docstring).
     """
     user_start, user_end = _user_bounds(events)
     target_pos = np.flatnonzero(is_target)
@@ -111,6 +126,9 @@ def leave_one_out(
     val_pos = target_pos[last[has_two] - 1]
     train_end = user_end.copy()
     train_end[has_two] = val_pos
+    if train_until == "val_session":
+        cut = _session_starts(events)[val_pos]
+        train_end[has_two] = np.where(cut > user_start[has_two], cut, val_pos)
     with_history = val_pos > user_start[has_two]  # a val target first in the sequence has none
     return SplitResult(
         tables={

@@ -42,6 +42,7 @@ RUNTIME_DISTRIBUTIONS = (
     "pyyaml",
 )
 EXAMPLE_HISTORY_LEN = 3
+EXAMPLE_START_S, EXAMPLE_GAP_S = 1_767_225_600, 60  # 2026-01-01, a view a minute
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,14 +123,15 @@ def model_signature(default_k: int):
 
 
 def input_example(popular_items: list[str], event_types: list[str], default_k: int):
-    """A two-row request: a returning user and a brand-new one (empty history)."""
+    """A two-row request: a returning user and a brand-new one (empty history), with the
+    events' unix-second timestamps (models with time features need them)."""
     import pandas as pd
 
     history = popular_items[:EXAMPLE_HISTORY_LEN]
     types = [event_types[0]] * len(history)
-    return pd.DataFrame(
-        {"history": [history, []], "event_types": [types, []], "k": [default_k, default_k]}
-    )
+    stamps = [EXAMPLE_START_S + EXAMPLE_GAP_S * i for i in range(len(history))]
+    return pd.DataFrame({"history": [history, []], "event_types": [types, []],
+                         "timestamps": [stamps, []], "k": [default_k, default_k]})
 
 
 def _pip_requirements() -> list[str]:

@@ -164,6 +164,7 @@ def gx_sample(valid: pa.Table, n_rows: int) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.validation.catalog import validate_catalog
     from pipeline.validation.expectations import SAMPLE_RULE, SampleSpec, run_expectations
 
     params = load_params(args.params)
@@ -204,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         pq.write_table(check.valid, out_dir / "events.parquet")
+        catalog = validate_catalog(interim, out_dir, quarantine_dir)
+        if catalog is not None:
+            summary["catalog"] = catalog
     lap("write")
     summary["timings_s"] = timings_s
     log.debug("validate timings (s): %s", timings_s)
@@ -218,6 +222,10 @@ def run(args: argparse.Namespace) -> int:
             interim / "events.parquet", failed, check.metrics, sample_failures,
             outcome.index_html if report_dir.is_absolute() else report_dir / "index.html",
         ))
+    catalog_text = ""
+    if "catalog" in summary:
+        catalog_text = (f"; catalogue {summary['catalog']['rows_valid']} valid, "
+                        f"{summary['catalog']['rows_quarantined']} quarantined")
     print(f"validate: {summary['rows_valid']} valid, {summary['rows_quarantined']} quarantined "
-          f"of {summary['rows_in']} rows; report: {report_dir / 'index.html'}")
+          f"of {summary['rows_in']} rows{catalog_text}; report: {report_dir / 'index.html'}")
     return 0

@@ -81,7 +81,8 @@ def test_full_stage_writes_metrics_plots_report_and_mlflow(project):
         MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
     )
     document = json.loads((project / "reports/eval.json").read_text())
-    assert set(document) == {"model", "baselines", "slices"}
+    assert set(document) == {"model", "baselines", "slices", "validation"}
+    assert set(document["validation"]) == {"model", *BASELINES}  # val beside test, every model
     # the DVC metrics file holds only the headline: NDCG@10 of every recommender, the AUC
     headline = json.loads((project / "metrics/eval.json").read_text())
     assert headline == {"model": document["model"]["ndcg@10"],
@@ -314,7 +315,8 @@ model: {hidden_dim: 32, n_layers: 1, n_heads: 2}
 pretrain: {epochs: 4, batch_size: 64}
 finetune: {epochs: 6, batch_size: 64, patience: 3}
 trainer: {accelerator: cpu, devices: 1}
-sequences: {previous_vocab: null}  # the fresh tmp project has no data/previous_vocab
+data: {catalog_path: null}  # the fresh tmp project has no data/catalog
+sequences: {previous_vocab: null}  # ... nor data/previous_vocab
 validate: {previous_summary: null}  # ... nor data/previous_validation
 """
 

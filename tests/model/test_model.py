@@ -71,6 +71,25 @@ def test_left_padding_does_not_change_scores(model):
     torch.testing.assert_close(pa, pb)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_a_one_event_history_scores_as_its_padded_self(training):
+    """Session data (Diginetica, Yoochoose) has two-event rows: a training batch of one
+    input position, and a serving request with one event. torch's encoder rejects a
+    one-position mask, so the model pads it; the scores are those of the padded history."""
+    torch.manual_seed(0)
+    model = SeqRecModel(tiny_config(time_gap_buckets=4)).train(training)
+    items, types, ts = (x[:, -1:] for x in batch())
+    hidden = model(items, types, ts)
+    assert hidden.shape == (3, 1, 16)
+    if not training:
+        padded = [torch.cat([torch.zeros(3, 3, dtype=torch.long), x], dim=1)
+                  for x in (items, types, ts)]
+        torch.testing.assert_close(model(*padded)[:, -1:], hidden)
+        a, _ = model.score_last(items, types, ts)
+        b, _ = model.score_last(*padded)
+        torch.testing.assert_close(a[:, N_RESERVED:], b[:, N_RESERVED:])
+
+
 def test_longer_histories_keep_the_most_recent_max_len(model):
     items, types, _ = batch(t=12)
     a, _ = model.score_last(items, types)

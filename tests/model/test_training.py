@@ -70,9 +70,9 @@ def tiny_module(seq_dir, **overrides) -> SeqRecModule:
     from pipeline.params import parse_params
 
     data = load_sequences(seq_dir)
-    copy_head = overrides.get("loss", "full_ce") == "full_ce"  # the mixture needs full CE
+    repeat_head = overrides.get("loss", "full_ce") == "full_ce"  # the mixture needs full CE
     config = build_config(parse_params({**TINY, "model": {**TINY["model"],
-                                                          "copy_head": copy_head}}), data)
+                                                          "repeat_head": repeat_head}}), data)
     kwargs = {"lr": 0.01, "weight_decay": 0.0, "warmup_steps": 2, **overrides}
     return SeqRecModule(config=asdict(config), **kwargs), data
 

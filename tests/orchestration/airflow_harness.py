@@ -35,7 +35,9 @@ TINY_PARAMS = {
     "finetune": {"epochs": 1, "batch_size": 64, "warmup_steps": 5},
     "trainer": {"accelerator": "cpu", "devices": 1},
     "evaluate": {"ks": [5, 10]},
-    "gate": {"approval_poke_interval_s": 1.0},
+    # A one-epoch model need not beat repeat_last or its scratch twin: these tests are about
+    # orchestration (the gate's rules are unit-tested in tests/orchestration/test_gate.py).
+    "gate": {"approval_poke_interval_s": 1.0, "baselines": ["popularity"]},
     "airflow": {"retries": 0, "task_timeout_minutes": 10.0, "pipeline_timeout_minutes": 20.0},
 }
 RESULT_PREFIX = "DAG_RESULT "
@@ -100,6 +102,7 @@ def land_synthetic_events(project: Path, name: str, seed: int) -> Path:
     scratch.mkdir()
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["synthetic"]["seed"] = seed
+    params["data"]["catalog_path"] = None  # the scratch folder has no data/catalog
     (scratch / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([sys.executable, "-m", "pipeline", "ingest", "--out", "interim"],
                    cwd=scratch, env=cli_env(), check=True, capture_output=True, timeout=300)

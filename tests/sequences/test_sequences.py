@@ -21,6 +21,18 @@ from tests.sequences.helpers import (
     user_items,
 )
 
+
+def test_training_rows_end_before_the_val_targets_session_so_val_histories_end_unseen():
+    build = build_sequences(events_table(LOO_ROWS), loose_params(), EVENT_TYPES)
+    train, val, vocab = build.tables["train"], build.tables["val"], build.vocab
+    # u1's val target c is in the day-3 session (b, c, d): training stops before b, so the
+    # val history ends with b, never trained on, as a test history ends with unseen events
+    assert user_items(train, vocab, "u1", "items") == ["a"]
+    assert user_items(val, vocab, "u1", "history_items") == ["a", "b"]
+    # u2 (one target) still trains on everything; u3's val target is its first event
+    assert user_items(train, vocab, "u2", "items") == ["a", "c"]
+
+
 # u1: three events share day 3; file order (source_row) says b, c, d.
 # u2: one purchase only -> train only, whole sequence.
 # u3: its second-to-last target is its first event -> no val example (no history).
@@ -41,7 +53,7 @@ LOO_ROWS = [
 def test_leave_one_out_exact_contents_with_stable_order_on_equal_timestamps():
     # Physical rows reversed: only source_row may decide the order of equal timestamps.
     table = events_table(LOO_ROWS, order=list(reversed(range(len(LOO_ROWS)))))
-    build = build_sequences(table, loose_params(), EVENT_TYPES)
+    build = build_sequences(table, loose_params(train_until="val_target"), EVENT_TYPES)
     train, val, test = (build.tables[s] for s in ("train", "val", "test"))
     vocab = build.vocab
 
