@@ -28,7 +28,8 @@ pytestmark = pytest.mark.production
 # a difference larger than this is not run-to-run noise.
 NOISE = 0.05
 EPOCHS, BATCH = 4, 32
-SHOP = {"synthetic": {"n_users": 600, "n_items": 150, "days": 20},
+SHOP = {"data": {"catalog_path": None},  # the synthetic shop brings its own catalogue
+        "synthetic": {"n_users": 600, "n_items": 150, "days": 20},
         "sequences": {"max_len": 20, "previous_vocab": None}}
 TRAINING = {
     "model": {"hidden_dim": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1},

@@ -60,8 +60,10 @@ def test_register_approve_promote_and_serve_champion(stack, prod_project, regist
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", timeout_s=300, proc=server)
-        body = json.dumps({"dataframe_records": [{"history": ["i1", "i2"]}, {"history": []}],
-                           "params": {"k": 5}}).encode()
+        # The default model reads time gaps (model.time_gap_buckets): requests send times.
+        records = [{"history": ["i1", "i2"], "timestamps": [1_700_000_000, 1_700_003_600]},
+                   {"history": [], "timestamps": []}]
+        body = json.dumps({"dataframe_records": records, "params": {"k": 5}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
