@@ -13,6 +13,8 @@ from pipeline.errors import InputError
 from pipeline.ingest.stage import ingest, write_outputs
 from pipeline.params import parse_params
 from tests.conftest import run_cli
+from tests.ingest.fixtures.broken.make_corpus import CORPUS as CORPUS_BYTES
+from tests.ingest.fixtures.broken.make_corpus import NOT_COMMITTED
 
 CORPUS = Path(__file__).parent / "fixtures" / "broken"
 CANONICAL = ["user_id", "item_id", "event_type", "timestamp", "session_id"]
@@ -48,10 +50,18 @@ ERROR_CASES = [
 ]
 
 
+def corpus_file(name: str, tmp_path: Path) -> Path:
+    """The committed corpus file, or one the corpus script keeps out of git, written here."""
+    if name in NOT_COMMITTED:
+        (tmp_path / name).write_bytes(CORPUS_BYTES[name])
+        return tmp_path / name
+    return CORPUS / name
+
+
 @pytest.mark.parametrize(("name", "data", "pieces"), ERROR_CASES)
-def test_unreadable_files_raise_one_line_input_error(name, data, pieces):
+def test_unreadable_files_raise_one_line_input_error(name, data, pieces, tmp_path):
     with pytest.raises(InputError) as caught:
-        run_ingest(CORPUS / name, **data)
+        run_ingest(corpus_file(name, tmp_path), **data)
     message = str(caught.value)
     assert "\n" not in message
     for piece in pieces:
