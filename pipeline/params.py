@@ -20,10 +20,12 @@ from pipeline.errors import SeqrecError
 from pipeline.params_sections import (  # re-exported: `from pipeline.params import DataParams`
     CANONICAL_COLUMNS,
     DataParams,
+    DriftParams,
     EvaluateParams,
     FinetuneParams,
     ModelParams,
     PretrainParams,
+    RetrainParams,
     Section,
     SequencesParams,
     SyntheticParams,
@@ -33,9 +35,10 @@ from pipeline.params_sections import (  # re-exported: `from pipeline.params imp
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 __all__ = [
-    "CANONICAL_COLUMNS", "DataParams", "EvaluateParams", "FinetuneParams", "ModelParams",
+    "CANONICAL_COLUMNS", "DataParams", "DriftParams", "EvaluateParams", "FinetuneParams", "ModelParams",
     "PretrainParams", "SequencesParams", "SyntheticParams", "TrainerParams", "ValidateParams",
     "AirflowParams", "GateParams", "Params", "ParamsError", "RegistryParams", "ReproduceParams",
+    "RetrainParams",
     "load_params", "parse_params", "params_schema",
 ]
 
@@ -110,6 +113,8 @@ class Params(Section):
     gate: GateParams = Field(default_factory=GateParams)
     airflow: AirflowParams = Field(default_factory=AirflowParams)
     reproduce: ReproduceParams = Field(default_factory=ReproduceParams)
+    retrain: RetrainParams = Field(default_factory=RetrainParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

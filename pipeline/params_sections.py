@@ -224,3 +224,25 @@ class EvaluateParams(Section):
         if self.report_k not in self.ks:
             raise ValueError(f"evaluate.report_k={self.report_k} must be one of evaluate.ks")
         return self
+
+
+class RetrainParams(Section):
+    """Where training starts: today's full rebuild, or warm from a registered model."""
+
+    init: Literal["scratch", "pretrained", "champion"] = "pretrained"
+    init_from: str | None = "data/champion_model"
+    warm_pretrain_epochs: int = Field(default=0, ge=0)
+    window_days: float | None = Field(default=None, gt=0)
+    dag_init: Literal["pretrained", "champion"] = "champion"
+    rebuild_every_n_runs: int | None = Field(default=4, gt=0)
+
+
+class DriftParams(Section):
+    """Thresholds of the drift report (new snapshot against the champion's training data)."""
+
+    max_unseen_item_share: float = Field(default=0.2, ge=0, le=1)
+    max_item_js: float = Field(default=0.3, ge=0, le=1)
+    max_category_js: float = Field(default=0.1, ge=0, le=1)
+    max_event_type_js: float = Field(default=0.02, ge=0, le=1)
+    max_volume_ratio: float = Field(default=3.0, ge=1)
+    min_returning_user_share: float = Field(default=0.2, ge=0, le=1)

@@ -11,6 +11,10 @@ a cart). Freeze policy `finetune.freeze`, AdamW with warmup + cosine decay, earl
 validation NDCG@10 (full ranking), best checkpoint chosen on validation only. A killed run
 resumes from `--checkpoints/last.ckpt` when params, data and initial weights are unchanged.
 `--init scratch` is the ablation: the same architecture and budget from random weights.
+`--pretrained` may be a `models:/` URI (outside DVC): its weights are carried over to this
+data's vocabulary as a warm start (`pipeline.model.warm`). The finetuned folder's
+`training.json` repeats the pretrained folder's `init_from`, so the model records where its
+weights came from.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequences", type=Path, required=True, help="sequences folder")
     parser.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained",
                         help="start from --pretrained weights or random ones")
-    parser.add_argument("--pretrained", type=Path, help="pretrained model folder")
+    parser.add_argument("--pretrained", help="pretrained model folder, or a models:/ URI "
+                        "(a warm start)")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--checkpoints", type=Path, required=True,
                         help="Lightning checkpoints (persisted; a re-run resumes from last.ckpt)")
@@ -40,11 +45,18 @@ def run(args: argparse.Namespace) -> int:
         raise ModelError("finetune: --pretrained FOLDER is required unless --init scratch")
     if args.init == "scratch" and args.pretrained is not None:
         raise ModelError("finetune: --init scratch takes no --pretrained folder")
+    from pipeline.evaluation.model_scorer import is_mlflow_uri
+    from pipeline.model.warm import inherited_origin, resolved_source
+
     params = load_params(args.params)
-    spec = StageSpec(
-        name="finetune" if args.init == "pretrained" else "finetune_scratch", finetune=True,
-        init_dir=args.pretrained, checkpoints=args.checkpoints, log_path=args.log,
-    )
-    summary = run_stage(params, spec, args.sequences, args.out, args.params)
+    remote = args.pretrained is not None and is_mlflow_uri(args.pretrained)
+    with resolved_source(args.pretrained, remote) as source:
+        spec = StageSpec(
+            name="finetune" if args.init == "pretrained" else "finetune_scratch", finetune=True,
+            init_dir=None if remote or args.pretrained is None else Path(args.pretrained),
+            warm_from=source, init_name=args.pretrained, checkpoints=args.checkpoints,
+            log_path=args.log, extra=inherited_origin(args.pretrained, remote),
+        )
+        summary = run_stage(params, spec, args.sequences, args.out, args.params)
     print_summary(spec.name, summary, args.out)
     return 0

@@ -46,6 +46,9 @@ class StageSpec:
     checkpoints: Path | None = None
     log_path: Path | None = None
     extra: dict = field(default_factory=dict)  # recorded in training.json
+    warm_from: Path | None = None  # model folder to warm-start from (`pipeline.model.warm`)
+    epochs: int | None = None  # overrides the section's epochs; 0 = export the start as is
+    init_name: str | None = None  # training.json "init" (default: init_dir or "scratch")
 
 
 def file_sha256(path: Path) -> str:
@@ -153,9 +156,15 @@ def checkpoint_finished(path: Path) -> bool:
                for name, state in ckpt.get("callbacks", {}).items())
 
 
+def init_name(spec: StageSpec) -> str:
+    return spec.init_name or (str(spec.init_dir) if spec.init_dir else "scratch")
+
+
 def flat_params(params: Params, spec: StageSpec) -> dict:
     section = "finetune" if spec.finetune else "pretrain"
-    out = {"init": str(spec.init_dir) if spec.init_dir else "scratch"}
+    out = {"init": init_name(spec)}
+    if spec.extra.get("init_from"):  # where the weights came from, e.g. models:/seqrec/3
+        out["init_from"] = spec.extra["init_from"]
     for name in ("model", section, "trainer"):
         out.update({f"{name}.{k}": v for k, v in getattr(params, name).model_dump().items()})
     return out
@@ -206,6 +215,11 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         module.model.set_item_features(torch.from_numpy(data.item_features),
                                        torch.from_numpy(data.feature_columns))
     init_hash = load_initial_weights(module.model, spec.init_dir, data) if spec.init_dir else None
+    if spec.warm_from is not None:
+        from pipeline.model.warm import warm_start
+
+        spec.extra.update(warm_start(module.model, spec.warm_from, data))
+        init_hash = file_sha256(spec.warm_from / "model.safetensors")
     train_loader, val_loader = make_loaders(data, section.batch_size, spec.finetune,
                                             params.trainer.num_workers, params.trainer.seed)
     throughput = Throughput()
@@ -236,12 +250,13 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         callbacks += [FreezePolicy(params.finetune.freeze, params.finetune.unfreeze_top_k),
                       best_cb, last_cb, early, Fingerprint(expected)]
     t = params.trainer
+    epochs = section.epochs if spec.epochs is None else spec.epochs
     trainer = pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=precision, gradient_clip_val=t.gradient_clip_val or None,
         # "warn": deterministic kernels wherever torch has them, a warning (not a crash
         # mid-run) for a CUDA op without one.
-        deterministic="warn" if t.deterministic else False, max_epochs=section.epochs,
+        deterministic="warn" if t.deterministic else False, max_epochs=epochs,
         max_time=timedelta(minutes=section.max_time_minutes) if section.max_time_minutes
         else None,
         check_val_every_n_epoch=section.val_every_n_epochs,
@@ -252,8 +267,9 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
     )
     finished = resume is not None and checkpoint_finished(resume)
     resumed_from_step = _ckpt_step(resume) if resume else None
-    if finished:
-        log.info("%s: training had already finished (early stopping); exporting", resume)
+    if finished or epochs == 0:
+        log.info("%s: exporting the weights as they are", "no epochs to train" if epochs == 0
+                 else f"{resume}: training had already finished (early stopping)")
         tracker.setup(trainer, module, "fit")
     else:
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
@@ -267,7 +283,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         module.load_state_dict(best_weights.state)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {
-        "stage": spec.name, "init": str(spec.init_dir) if spec.init_dir else "scratch",
+        "stage": spec.name, "init": init_name(spec),
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "resumed_from": str(resume) if resume else None,
         "resumed_from_step": resumed_from_step,

@@ -1,5 +1,6 @@
 """The model folder (`docs/interfaces.md`): `model.safetensors`, `config.json`,
-`vocab.parquet`, `training.json`. Loading never unpickles: safetensors for weights, JSON for
+`vocab.parquet`, `training.json` (and, when the data had them, `feature_vocab.parquet` and
+`data_profile.parquet`). Loading never unpickles: safetensors for weights, JSON for
 the config; every mismatch is a one-line `ModelError` naming the file.
 """
 
@@ -17,6 +18,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.parquet"
 TRAINING_FILE = "training.json"
+# What a later retrain needs from this model's data: the side-feature token names (a warm
+# start maps feature rows by name) and the training data's profile (the drift reference).
+CARRIED_FILES = ("feature_vocab.parquet", "data_profile.parquet")
 
 
 def save_model_dir(
@@ -37,6 +41,10 @@ def save_model_dir(
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     (out / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     shutil.copyfile(vocab_path, out / VOCAB_FILE)
+    for name in CARRIED_FILES:  # beside the vocabulary in the sequences folder, when present
+        source = Path(vocab_path).parent / name
+        if source.is_file():
+            shutil.copyfile(source, out / name)
     (out / TRAINING_FILE).write_text(json.dumps(training, indent=2, default=str) + "\n")
     return out
 
