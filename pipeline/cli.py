@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Great Expectations checks, quarantine and batch gates",
     ),
     "build-sequences": ("pipeline.sequences.build", "per-user sequences, vocabulary and splits"),
+    "drift": ("pipeline.drift.report", "new snapshot against the champion's training data"),
     "pretrain": ("pipeline.model.pretrain", "self-supervised next-event pretraining"),
     "finetune": ("pipeline.model.finetune", "fine-tune on cart/purchase targets (Lightning)"),
     "evaluate": (

@@ -35,7 +35,8 @@ from pipeline.params_sections import (  # re-exported: `from pipeline.params imp
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 __all__ = [
-    "CANONICAL_COLUMNS", "DataParams", "DriftParams", "EvaluateParams", "FinetuneParams", "ModelParams",
+    "CANONICAL_COLUMNS", "DataParams", "DriftParams", "EvaluateParams", "FinetuneParams",
+    "ModelParams",
     "PretrainParams", "SequencesParams", "SyntheticParams", "TrainerParams", "ValidateParams",
     "AirflowParams", "GateParams", "Params", "ParamsError", "RegistryParams", "ReproduceParams",
     "RetrainParams",

@@ -241,8 +241,8 @@ class DriftParams(Section):
     """Thresholds of the drift report (new snapshot against the champion's training data)."""
 
     max_unseen_item_share: float = Field(default=0.2, ge=0, le=1)
-    max_item_js: float = Field(default=0.3, ge=0, le=1)
-    max_category_js: float = Field(default=0.1, ge=0, le=1)
-    max_event_type_js: float = Field(default=0.02, ge=0, le=1)
+    max_item_js: float = Field(default=0.1, ge=0, le=1)
+    max_category_js: float = Field(default=0.03, ge=0, le=1)
+    max_event_type_js: float = Field(default=0.01, ge=0, le=1)
     max_volume_ratio: float = Field(default=3.0, ge=1)
     min_returning_user_share: float = Field(default=0.2, ge=0, le=1)

@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rank the baselines too (implied by --report or --scratch)",
     )
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--drift", type=Path,
+                        help="drift report (metrics/drift.json) shown as a report section")
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
                                        scratch_spec=args.scratch, with_baselines=True,
                                        work_dir=Path(tmp) / "val")
             document["validation"] = validation_block(val_document, params.evaluate.report_k)
+    if args.drift is not None:
+        document["drift"] = json.loads(args.drift.read_text())
     write_json(args.details, document)
     files = [args.details]
     if args.metrics is not None:

@@ -175,6 +175,8 @@ def build_tables(document: dict, details: dict, k: int) -> list[Table]:
             "Checkpoints are chosen on validation only; the test split is read once, here. "
             "When the two columns rank the recommenders differently, model selection is blind.",
         ))
+    if document.get("drift"):
+        tables.append(drift_table(document["drift"]))
     run_rows = [
         ["examples", details["examples"]],
         ["exclude_history", details["exclude_history"]],
@@ -183,6 +185,25 @@ def build_tables(document: dict, details: dict, k: int) -> list[Table]:
     ]
     tables.append(Table("Run", ["", "value"], [[str(a), fmt(b)] for a, b in run_rows]))
     return tables
+
+
+def drift_table(drift: dict) -> Table:
+    """The drift report (`pipeline.drift.report`): each measure, its bound, crossed or not."""
+    from pipeline.drift.report import CHECKS
+
+    if drift.get("reference") is None:
+        return Table("Drift against the champion's training data", ["", "value"],
+                     [["reference", "none (first training)"]], drift.get("note", ""))
+    bounds = drift.get("bounds", {})
+    rows = []
+    for name, bound_name, _ in CHECKS:
+        crossed = any(reason.startswith(f"{name} ") for reason in drift.get("reasons", []))
+        rows.append([name, fmt(drift.get(name)), fmt(bounds.get(bound_name)),
+                     "**drifted**" if crossed else "ok"])
+    verdict = "; ".join(drift["reasons"]) if drift.get("drifted") else "no bound crossed"
+    return Table(f"Drift against the champion's training data ({drift['reference']})",
+                 ["measure", "value", "bound", "verdict"], rows,
+                 f"Jensen-Shannon divergences are base 2 (0 same, 1 disjoint). {verdict}.")
 
 
 def render_markdown(

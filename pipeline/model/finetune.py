@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.init == "scratch" and args.pretrained is not None:
         raise ModelError("finetune: --init scratch takes no --pretrained folder")
     from pipeline.evaluation.model_scorer import is_mlflow_uri
-    from pipeline.model.warm import inherited_origin, resolved_source
+    from pipeline.model.origin import inherited_origin
+    from pipeline.model.warm import resolved_source
 
     params = load_params(args.params)
     remote = args.pretrained is not None and is_mlflow_uri(args.pretrained)

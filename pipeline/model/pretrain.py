@@ -30,9 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.model.fitting import StageSpec, print_summary, run_stage
-    from pipeline.params import load_params
-
     from pipeline.model.warm import resolved_source
+    from pipeline.params import load_params
 
     params = load_params(args.params)
     retrain = params.retrain

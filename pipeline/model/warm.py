@@ -31,26 +31,13 @@ import numpy as np
 import torch
 
 from pipeline.errors import ModelError
-from pipeline.model.transformer import N_RESERVED, ARCHITECTURE_FIELDS, SeqRecModel
+from pipeline.model.origin import ORIGIN_FILE, origin_of
+from pipeline.model.transformer import ARCHITECTURE_FIELDS, N_RESERVED, SeqRecModel
 
 log = logging.getLogger(__name__)
-ORIGIN_FILE = "origin.json"  # written beside a downloaded model: which registered version it is
 CATALOGUE_FIELDS = ("vocab_size", "n_features", "features_per_item")  # may grow between runs
 ITEM_TABLE, FEATURE_TABLE = "item_emb.weight", "feature_emb.weight"
 DATA_BUFFERS = ("item_features", "feature_columns")  # the new data's, never the source's
-
-
-def origin_of(source_dir: Path) -> str:
-    """What the folder is: the registered URI in `origin.json` when there is one."""
-    path = source_dir / ORIGIN_FILE
-    if path.is_file():
-        try:
-            uri = json.loads(path.read_text()).get("uri")
-        except (json.JSONDecodeError, AttributeError):
-            raise ModelError(f"{path}: not a JSON object with a `uri`") from None
-        if uri:
-            return str(uri)
-    return str(source_dir)
 
 
 def check_architecture(ours: dict, theirs: dict, where: Path) -> None:
@@ -124,7 +111,8 @@ def warm_start(model: SeqRecModel, source_dir: Path, data) -> dict:
     """Fill `model` (built for `data`, item features set) from the folder `source_dir`.
 
     Returns what happened, for `training.json` and the MLflow run: `init_from`, counts of
-    known, new (from features) and dropped items (the new vocabulary lacks them), and copied feature tokens.
+    known, new (from features) and dropped items (the new vocabulary lacks them), and
+    copied feature tokens.
     """
     import pandas as pd
     from safetensors.torch import load_file
@@ -207,16 +195,3 @@ def resolved_source(spec: str | None, wanted: bool) -> Iterator[Path | None]:
         (folder / ORIGIN_FILE).write_text(json.dumps({"uri": spec}) + "\n")
         yield folder
 
-
-def inherited_origin(pretrained: str | None, remote: bool) -> dict:
-    """`init_from` of a pretrained folder's `training.json`, carried into fine-tuning's."""
-    from pipeline.model.folder import TRAINING_FILE
-
-    if pretrained is None or remote:
-        return {}
-    path = Path(pretrained) / TRAINING_FILE
-    try:
-        origin = json.loads(path.read_text()).get("init_from")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return {}
-    return {"init_from": origin} if origin else {}

@@ -6,7 +6,8 @@
 Steps (all vectorised, see docs/sequences.md): stable sort by user, time, file order ->
 sessions by inactivity gap (when no session_id) -> optional dedup of consecutive views ->
 k-core filter -> stable vocabulary -> leave-one-out or temporal split -> Great Expectations
-suite on the result -> `train/val/test.parquet`, `vocab.parquet`, `meta.json`, `stats.json`.
+suite on the result -> `train/val/test.parquet`, `vocab.parquet`, `meta.json`, `stats.json`,
+`data_profile.parquet` (the drift reference a model carries, `pipeline.drift.profile`).
 Layout: docs/interfaces.md, "Sequences".
 """
 
@@ -41,6 +42,7 @@ class SequenceBuild:
     meta: dict
     stats: dict
     features: ItemFeatures | None = None  # item side features, when there is a catalogue
+    profile: pa.Table | None = None  # counts per item, type, shopper: the drift reference
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +153,7 @@ def build_sequences(
     import numpy as np
     import pyarrow as pa
 
+    from pipeline.drift.profile import events_profile
     from pipeline.errors import BatchValidationError
     from pipeline.sequences import prep, splits
     from pipeline.sequences.vocab import MASK_TOKEN, PAD_TOKEN, UNK_TOKEN, build_vocab, first_seen
@@ -172,6 +175,7 @@ def build_sequences(
             f"min_item_events={params.min_item_events}; {rows_in} rows in)"
         )
     events = prep.compact(events)
+    profile = events_profile(events, event_types)
     vocab = build_vocab(
         events.item_ids,
         first_seen(events.item, events.ts_ns, len(events.item_ids)),
@@ -225,13 +229,14 @@ def build_sequences(
         "oov_share": vocab.oov_share,
         **_split_stats(result, event_types, target_ids),
     }
-    return SequenceBuild(result.tables, vocab.table, meta, stats)
+    return SequenceBuild(result.tables, vocab.table, meta, stats, profile=profile)
 
 
 def write_outputs(build: SequenceBuild, out: Path, metrics: Path | None) -> None:
     """Write the parquet files, `meta.json` and `stats.json` (and the DVC metrics headline)."""
     import pyarrow.parquet as pq
 
+    from pipeline.drift.profile import PROFILE_FILE
     from pipeline.sequences.features import FEATURE_VOCAB_FILE, ITEM_FEATURES_FILE
     from pipeline.sequences.vocab import VOCAB_FILE
 
@@ -239,8 +244,10 @@ def write_outputs(build: SequenceBuild, out: Path, metrics: Path | None) -> None
     for split, table in build.tables.items():
         pq.write_table(table, out / f"{split}.parquet")
     pq.write_table(build.vocab, out / VOCAB_FILE)
-    for name in (ITEM_FEATURES_FILE, FEATURE_VOCAB_FILE):
+    for name in (ITEM_FEATURES_FILE, FEATURE_VOCAB_FILE, PROFILE_FILE):
         (out / name).unlink(missing_ok=True)  # an earlier catalogue's features must not linger
+    if build.profile is not None:
+        pq.write_table(build.profile, out / PROFILE_FILE)
     if build.features is not None:
         pq.write_table(build.features.table, out / ITEM_FEATURES_FILE)
         pq.write_table(build.features.vocab, out / FEATURE_VOCAB_FILE)
@@ -255,6 +262,7 @@ def write_outputs(build: SequenceBuild, out: Path, metrics: Path | None) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.drift.profile import with_categories
     from pipeline.params import load_params
     from pipeline.sequences.checks import check_sequences
     from pipeline.sequences.features import build_item_features, read_catalog
@@ -270,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
         read_events(events_path), seq, params.data.event_types, previous, source=str(events_path)
     )
     catalog = read_catalog(Path(args.events))
+    build = replace(build, profile=with_categories(build.profile, catalog))
     if catalog is not None and seq.item_features:
         build = replace(build, features=build_item_features(
             catalog, build.vocab, list(seq.item_features), list(seq.numeric_features),

@@ -189,6 +189,7 @@ def test_cli_writes_every_output_in_the_contract_layout(tmp_path):
     )
     out = tmp_path / "sequences"
     assert sorted(p.name for p in out.iterdir()) == [
+        "data_profile.parquet",
         "meta.json",
         "stats.json",
         "test.parquet",
