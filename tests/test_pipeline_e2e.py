@@ -20,6 +20,7 @@ STAGES = (
     "ingest",
     "validate",
     "build_sequences",
+    "drift",
     "pretrain",
     "finetune",
     "finetune_scratch",
@@ -85,6 +86,7 @@ def test_dvc_dag_and_metrics_show(project):
     headline = files["metrics/eval.json"]["data"]
     assert {"model", "transformer_scratch", "repeat_last", "purchase_auc"} <= set(headline)
     assert set(files["metrics/sequences.json"]["data"]) == {"users", "items"}
+    assert files["metrics/drift.json"]["data"] == {"drifted": False}  # no champion yet
     # the headline table (one row per file) fits a 200-column terminal
     table = dvc("metrics", "show", cwd=project)
     assert max(len(line) for line in table.stdout.splitlines()) <= 200, table.stdout

@@ -1,7 +1,7 @@
 """`drift` stage: compare the new snapshot's profile with the champion's training data.
 
     python -m pipeline drift --sequences data/sequences --reference data/champion_model \\
-        --out metrics/drift.json
+        --out reports/drift.json --metrics metrics/drift.json
 
 Both sides are `data_profile.parquet` tables (`pipeline.drift.profile`): the new one from
 `build_sequences`, the reference from the champion's model folder (the one a warm start
@@ -129,7 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequences folder of the new snapshot (its data_profile.parquet)")
     parser.add_argument("--reference", type=Path, required=True,
                         help="champion model folder (its data_profile.parquet and vocabulary)")
-    parser.add_argument("--out", type=Path, required=True, help="drift report (DVC metric)")
+    parser.add_argument("--out", type=Path, required=True, help="the drift report (JSON)")
+    parser.add_argument("--metrics", type=Path,
+                        help="its headline for `dvc metrics show` (drifted, true or false)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     report = drift_report(args.sequences, args.reference, load_params(args.params).drift)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.metrics is not None:  # one column: `dvc metrics show` stays narrow
+        args.metrics.parent.mkdir(parents=True, exist_ok=True)
+        args.metrics.write_text(json.dumps({"drifted": report["drifted"]}) + "\n")
     verdict = "drifted: " + "; ".join(report["reasons"]) if report["drifted"] else "no drift"
     print(f"drift: {verdict} -> {args.out}")
     return 0

@@ -82,8 +82,10 @@ def test_a_resample_of_the_same_shop_stays_quiet(shop, champion, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("{}")
     assert main(["--params", str(params), "drift", "--sequences", str(resample), "--reference",
-                 str(champion), "--out", str(tmp_path / "drift.json")]) == 0
+                 str(champion), "--out", str(tmp_path / "drift.json"), "--metrics",
+                 str(tmp_path / "headline.json")]) == 0
     report = json.loads((tmp_path / "drift.json").read_text())
+    assert json.loads((tmp_path / "headline.json").read_text()) == {"drifted": False}
     assert report["drifted"] is False and report["reasons"] == []
     assert report["reference"] == str(champion)
     assert report["item_js"] < PARAMS.drift.max_item_js / 10
