@@ -82,6 +82,7 @@ class AirflowParams(Section):
     landing_dir: str = "data/landing"
     workspace_root: str = "workspaces"
     pipeline_command: str = "dvc repro"
+    drift_command: str = "dvc repro drift"
     retries: int = Field(default=2, ge=0)
     retry_delay_minutes: float = Field(default=5.0, gt=0)
     pipeline_timeout_minutes: float = Field(default=240.0, gt=0)

@@ -41,6 +41,8 @@ def seed_from_champion(project: Path, info: dict[str, Any]) -> str | None:
 
     - its `vocab.parquet` -> `sequences.previous_vocab`: known items keep their token index
       in the new model (docs/sequences.md);
+    - its model folder -> `retrain.init_from`, with `origin.json` naming the version: what a
+      warm start copies and the drift stage compares with (docs/retraining.md);
     - its validation summary (the `seqrec.validation` tag) -> `validate.previous_summary`:
       the `volume_change` rule compares this snapshot with the champion's data.
 
@@ -52,27 +54,37 @@ def seed_from_champion(project: Path, info: dict[str, Any]) -> str | None:
     if version is None:
         return None
     workspace = Path(info["workspace"])
-    if params.sequences.previous_vocab:
-        _copy_champion_vocab(project, name, version, workspace / params.sequences.previous_vocab)
+    if params.sequences.previous_vocab or params.retrain.init_from:
+        _copy_champion_folder(project, name, version, workspace, params)
     if params.validate_.previous_summary:
         _write_champion_summary(project, name, version,
                                 workspace / params.validate_.previous_summary)
     return str(version)
 
 
-def _copy_champion_vocab(project: Path, name: str, version: str, target: Path) -> None:
+def _copy_champion_folder(project: Path, name: str, version: str, workspace: Path,
+                          params) -> None:
     import shutil
     import tempfile
 
     from pipeline.evaluation.model_scorer import resolve_model_dir
     from pipeline.model.folder import VOCAB_FILE
+    from pipeline.model.origin import ORIGIN_FILE
 
-    dest = target if target.suffix == ".parquet" else target / VOCAB_FILE
+    uri = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = resolve_model_dir(f"models:/{name}/{version}", Path(tmp), tracking_uri(project))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / VOCAB_FILE, dest)
-    log.info("@%s (version %s) vocabulary -> %s", CHAMPION, version, dest)
+        folder = resolve_model_dir(uri, Path(tmp), tracking_uri(project))
+        if params.sequences.previous_vocab:
+            target = workspace / params.sequences.previous_vocab
+            dest = target if target.suffix == ".parquet" else target / VOCAB_FILE
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / VOCAB_FILE, dest)
+            log.info("@%s (version %s) vocabulary -> %s", CHAMPION, version, dest)
+        if params.retrain.init_from:
+            dest = workspace / params.retrain.init_from
+            shutil.copytree(folder, dest, dirs_exist_ok=True)
+            (dest / ORIGIN_FILE).write_text(json.dumps({"uri": uri, "version": version}) + "\n")
+            log.info("@%s (version %s) model folder -> %s", CHAMPION, version, dest)
 
 
 def _write_champion_summary(project: Path, name: str, version: str, target: Path) -> None:

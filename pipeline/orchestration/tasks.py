@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.orchestration.approval import conclude, poll_approval
 from pipeline.orchestration.champion import champion_version, score_champion, seed_from_champion
+from pipeline.orchestration.freshness import RETRAIN_DECISION, decide_and_apply
 from pipeline.orchestration.gate import decide, read_json
 from pipeline.orchestration.runtime import (
     CHALLENGER,
@@ -85,12 +86,13 @@ def run_pipeline(project: Path, info: dict[str, Any]) -> dict[str, Any]:
     """
     params = workspace_params(info)
     ensure_experiment(project, params.registry.experiment)
+    decision = decide_and_apply(project, info)
     run_command(
         shlex.split(params.airflow.pipeline_command), Path(info["workspace"]),
         task_env(project, info), params.airflow.pipeline_timeout_minutes * 60, "pipeline",
     )
     mark_used(project / params.airflow.workspace_root, info["files"])
-    return {"eval": str(Path(info["workspace"]) / EVAL_METRICS)}
+    return {"eval": str(Path(info["workspace"]) / EVAL_METRICS), "retrain": decision}
 
 
 def run_gate(project: Path, info: dict[str, Any], champion: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +109,10 @@ def run_gate(project: Path, info: dict[str, Any], champion: dict[str, Any]) -> d
     ).to_dict()
     report.update(champion_version=champion["version"], airflow_run_id=info["run_id"],
                   snapshot_new_files=info["new_files"])
+    retrain_path = workspace / RETRAIN_DECISION
+    if retrain_path.is_file():  # warm or rebuild, and why: beside the checks it explains
+        report["retrain"] = read_json(retrain_path)
+        log.info("retrain: %s: %s", report["retrain"]["mode"], report["retrain"]["reason"])
     for check in report["checks"]:
         log.info("gate %s: %s", "PASS" if check["passed"] else "FAIL", check["detail"])
     log.info("gate decision: %s", report["decision"])

@@ -89,6 +89,7 @@ def input_paths(params: Any) -> list[str]:
         params.data.timestamps_path,
         params.validate_.previous_summary,
         params.sequences.previous_vocab,
+        params.retrain.init_from,  # the warm start's model folder (and the drift reference)
     ]
     return [path for path in paths if path]
 

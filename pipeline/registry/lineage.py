@@ -44,6 +44,10 @@ TAG_PIPELINE_RUN = "seqrec.pipeline_run_id"
 TAG_DVC_REMOTE = "seqrec.dvc_remote"
 TAG_DVC_REMOTE_NAME = "seqrec.dvc_remote_name"
 TAG_DIRTY_ALLOWED = "seqrec.dirty_allowed"
+TAG_INIT_FROM = "seqrec.init_from"  # the model whose weights this one started from, or "none"
+RETRAIN_DECISION = "reports/retrain.json"  # the retrain DAG's warm-or-rebuild choice
+RETRAIN_TAGS = {"mode": "seqrec.retrain_mode", "reason": "seqrec.retrain_reason",
+                "warm_runs": "seqrec.warm_runs"}
 
 
 def _git(root: Path, *args: str) -> str:
@@ -155,6 +159,21 @@ def validation_summary(path: Path) -> dict[str, str]:
     return {TAG_VALIDATION: json.dumps(kept, sort_keys=True)} if kept else {}
 
 
+def retrain_origin(root: Path, model_dir: Path) -> dict[str, str]:
+    """Where the weights came from (`training.json`'s `init_from`) and, in a DAG workspace,
+    why it warm-started or rebuilt (`reports/retrain.json`)."""
+    tags: dict[str, str] = {}
+    training = model_dir / "training.json"
+    if training.is_file():
+        tags[TAG_INIT_FROM] = str(json.loads(training.read_text()).get("init_from") or "none")
+    decision = root / RETRAIN_DECISION
+    if decision.is_file():
+        recorded = json.loads(decision.read_text())
+        tags.update({tag: str(recorded[key]) for key, tag in RETRAIN_TAGS.items()
+                     if recorded.get(key) is not None})
+    return tags
+
+
 def airflow_run_id(explicit: str | None) -> dict[str, str]:
     run_id = explicit or os.environ.get(AIRFLOW_RUN_ENV)
     return {TAG_AIRFLOW_RUN: run_id} if run_id else {}
@@ -190,6 +209,7 @@ def collect(
     if sequences_dir.is_dir():
         tags.update(data_window(sequences_dir))
     tags.update(validation_summary(validation_path))
+    tags.update(retrain_origin(root, model_dir))
     tags.update(airflow_run_id(airflow_run))
     remote = dvc_store.default_remote(root)
     if remote is not None:
