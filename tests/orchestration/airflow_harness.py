@@ -94,19 +94,30 @@ def make_project(root: Path, overrides: dict) -> Path:
     return root
 
 
-def land_synthetic_events(project: Path, name: str, seed: int) -> Path:
-    """Generate a synthetic shop with `seed` and land its canonical events as Parquet."""
+def land_synthetic_events(project: Path, name: str, seed: int, synthetic: dict | None = None,
+                          new_item_every: int | None = None) -> Path:
+    """Generate a synthetic shop with `seed` and land its canonical events as Parquet.
+
+    `synthetic`: more `synthetic` params (e.g. a later `end_date`: the same shop, another
+    week); `new_item_every`: every n-th item gets a new id (a changed catalogue)."""
     import pyarrow.parquet as pq
 
     scratch = project.parent / f"gen_{name}"
     scratch.mkdir()
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["synthetic"]["seed"] = seed
+    params["synthetic"].update(seed=seed, **(synthetic or {}))
     params["data"]["catalog_path"] = None  # the scratch folder has no data/catalog
     (scratch / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([sys.executable, "-m", "pipeline", "ingest", "--out", "interim"],
                    cwd=scratch, env=cli_env(), check=True, capture_output=True, timeout=300)
     events = pq.read_table(scratch / "interim" / "events.parquet")
+    if new_item_every:
+        import pyarrow as pa
+
+        frame = events.to_pandas()
+        hit = frame["item_id"].str[1:].astype(int) % new_item_every == 0  # ids are i000, i001...
+        frame.loc[hit, "item_id"] = "new-" + frame.loc[hit, "item_id"]
+        events = pa.Table.from_pandas(frame, preserve_index=False)
     keep = ["user_id", "item_id", "event_type", "timestamp", "session_id"]
     target = project / "data" / "landing" / f"{name}.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,9 @@ pytestmark = pytest.mark.slow
 needs_pipeline = pytest.mark.skipif(bool(MISSING),
                                     reason=f"pipeline modules not merged yet: {MISSING}")
 # First run: the gate is about orchestration here; its rules are unit-tested in test_gate.py.
-FIRST_RUN = {"gate": {"baseline_margin": -1.0}}
+# Rebuilds only: run 2's broken learning rates must reach the model (a warm start with no
+# pretraining epochs would hand the gate the champion itself); warm runs: test_freshness_dag.
+FIRST_RUN = {"gate": {"baseline_margin": -1.0}, "retrain": {"dag_init": "pretrained"}}
 BROKEN = {"pretrain": {"lr": 1e-7}, "finetune": {"lr": 1e-7}}
 NORMAL = {"pretrain": {"lr": 1e-3}, "finetune": {"lr": 1e-3},
           "gate": {"min_improvement": -1.0, "guard_tolerances": {"hr@10": 1.0}}}
