@@ -35,6 +35,7 @@ VAL_BATCH_FACTOR = 4  # scoring keeps no activations for backward: larger batche
 POPULARITY_PRIOR = 1.0  # added to item counts so items unseen in train keep a finite log q
 ITEM_FEATURES_FILE = "item_features.parquet"  # optional: side features of catalogue items
 FEATURE_VOCAB_FILE = "feature_vocab.parquet"  # its tokens (`column=value`) and their ids
+SECONDS_PER_DAY = 86400
 BUCKET_POOL_BATCHES = 50  # batches sorted together by length: larger = less padding, less mixing
 
 
@@ -226,10 +227,11 @@ class TrainCollate:
     """Batch of training rows -> inputs, next-event targets and the loss masks."""
 
     def __init__(self, arrays: dict[str, np.ndarray], target_type_ids: list[int] | None,
-                 positive_type_id: int | None) -> None:
+                 positive_type_id: int | None, since_ts: int | None = None) -> None:
         self.arrays = {k: torch.from_numpy(v) for k, v in arrays.items()}
         self.target_type_ids = torch.tensor(target_type_ids) if target_type_ids else None
         self.positive_type_id = positive_type_id
+        self.since_ts = since_ts  # targets before it are history only (the warm window)
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.tensor(indices)
@@ -238,6 +240,8 @@ class TrainCollate:
         is_target = (next_items != PAD) & (rows["items"][:, :-1] != PAD)
         if self.target_type_ids is not None:
             is_target = is_target & torch.isin(next_types, self.target_type_ids)
+        if self.since_ts is not None:
+            is_target = is_target & (rows["ts"][:, 1:] >= self.since_ts)
         return {
             "items": rows["items"][:, :-1], "types": rows["types"][:, :-1],
             "ts": rows["ts"][:, :-1], "next_items": next_items,
@@ -258,29 +262,44 @@ class ValCollate:
         return _trim({k: v[index] for k, v in self.arrays.items()}, "items")
 
 
-def rows_with_targets(data: SequenceData, target_type_ids: list[int] | None) -> np.ndarray:
+def rows_with_targets(data: SequenceData, target_type_ids: list[int] | None,
+                      since_ts: int | None = None) -> np.ndarray:
     """Indices of training rows with at least one scored position (others only cost time)."""
     items, types = data.train["items"], data.train["types"]
     has_next = (items[:, 1:] != PAD) & (items[:, :-1] != PAD)
     if target_type_ids is not None:
         has_next &= np.isin(types[:, 1:], target_type_ids)
+    if since_ts is not None:
+        has_next &= data.train["ts"][:, 1:] >= since_ts
     return np.flatnonzero(has_next.any(1))
 
 
+def window_start(data: SequenceData, window_days: float) -> int:
+    """Unix seconds `window_days` before the newest training event: the warm window."""
+    return int(data.train["ts"].max(initial=0) - window_days * SECONDS_PER_DAY)
+
+
 def make_loaders(data: SequenceData, batch_size: int, finetune: bool, num_workers: int,
-                 seed: int = 0):
-    """(train DataLoader, val DataLoader). Lightning adds DistributedSamplers under DDP."""
+                 seed: int = 0, since_ts: int | None = None):
+    """(train DataLoader, val DataLoader). Lightning adds DistributedSamplers under DDP.
+
+    `since_ts`: only targets at or after it are scored (older events stay as history).
+    """
     from torch.utils.data import DataLoader
 
     target_ids = data.target_type_ids if finetune else None
-    keep = rows_with_targets(data, target_ids)
+    keep = rows_with_targets(data, target_ids, since_ts)
+    if not len(keep):
+        raise ModelError(f"{data.root / 'train.parquet'}: no training target in the window "
+                         f"(since unix {since_ts}); widen retrain.window_days")
     train_arrays = {k: v[keep] for k, v in data.train.items()}
     positive = data.type_id(data.positive_event_type)
     common = {"num_workers": num_workers, "persistent_workers": num_workers > 0}
     lengths = (train_arrays["items"] != PAD).sum(1)
     sampler = LengthBucketSampler(lengths, batch_size, seed)
     train = DataLoader(IndexDataset(len(keep)), batch_size=batch_size, sampler=sampler,
-                       collate_fn=TrainCollate(train_arrays, target_ids, positive), **common)
+                       collate_fn=TrainCollate(train_arrays, target_ids, positive, since_ts),
+                       **common)
     val = DataLoader(IndexDataset(len(data.val["items"])), batch_size=batch_size *
                      VAL_BATCH_FACTOR, shuffle=False, collate_fn=ValCollate(data.val), **common)
     return train, val

@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
             init_dir=None if remote or args.pretrained is None else Path(args.pretrained),
             warm_from=source, init_name=args.pretrained, checkpoints=args.checkpoints,
             log_path=args.log, extra=inherited_origin(args.pretrained, remote),
+            # A warm retrain re-fine-tunes on the recent window; a rebuild on everything.
+            window_days=params.retrain.window_days if params.retrain.init == "champion"
+            and args.init == "pretrained" else None,
         )
         summary = run_stage(params, spec, args.sequences, args.out, args.params)
     print_summary(spec.name, summary, args.out)

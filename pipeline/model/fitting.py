@@ -49,6 +49,7 @@ class StageSpec:
     warm_from: Path | None = None  # model folder to warm-start from (`pipeline.model.warm`)
     epochs: int | None = None  # overrides the section's epochs; 0 = export the start as is
     init_name: str | None = None  # training.json "init" (default: init_dir or "scratch")
+    window_days: float | None = None  # fine-tune only on targets of the last this many days
 
 
 def file_sha256(path: Path) -> str:
@@ -124,7 +125,7 @@ def fingerprint(params: Params, spec: StageSpec, data, init_hash: str | None) ->
     payload = {"stage": spec.name, "model": params.model.model_dump(),
                "stage_params": section.model_dump(), "trainer": params.trainer.model_dump(),
                "exclude_history": params.evaluate.exclude_history, "data": files,
-               "init": init_hash}
+               "init": init_hash, "window_days": spec.window_days}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -181,7 +182,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
 
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    from pipeline.model.batches import load_sequences, make_loaders
+    from pipeline.model.batches import load_sequences, make_loaders, window_start
     from pipeline.model.callbacks import (
         BestWeights,
         EpochLine,
@@ -220,8 +221,12 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
 
         spec.extra.update(warm_start(module.model, spec.warm_from, data))
         init_hash = file_sha256(spec.warm_from / "model.safetensors")
+    since_ts = window_start(data, spec.window_days) if spec.window_days else None
+    if since_ts is not None:
+        spec.extra.update(window_days=spec.window_days, window_start_unix=since_ts)
     train_loader, val_loader = make_loaders(data, section.batch_size, spec.finetune,
-                                            params.trainer.num_workers, params.trainer.seed)
+                                            params.trainer.num_workers, params.trainer.seed,
+                                            since_ts)
     throughput = Throughput()
     tracker = MLflowStage(spec.name, params.registry.experiment, params_path,
                           flat_params(params, spec))

@@ -172,3 +172,31 @@ def test_a_different_architecture_or_no_champion_is_one_line(tmp_path, capsys):
     with pytest.raises(ModelError, match="no model folder to warm-start from"):
         warm_model(seq, empty)
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_a_warm_retrain_fine_tunes_only_on_the_recent_window(tmp_path):
+    from pipeline.model.batches import TrainCollate, window_start
+
+    seq = write_tiny_sequences(tmp_path / "seq", n_users=60)
+    data = load_sequences(seq)
+    since = window_start(data, 0.05)  # 72 minutes before the newest training event
+    assert since == data.train["ts"].max() - 4320
+    rows = list(range(len(data.train["items"])))
+    whole = TrainCollate(data.train, data.target_type_ids, 3)(rows)
+    recent = TrainCollate(data.train, data.target_type_ids, 3, since)(rows)
+    width = whole["items"].shape[1]
+    next_ts = torch.from_numpy(data.train["ts"])[:, -width:]  # targets' times (B, T)
+    assert torch.equal(recent["item_mask"], whole["item_mask"] & (next_ts >= since))
+    assert 0 < recent["item_mask"].sum() < whole["item_mask"].sum()
+
+    champion_dir = random_model_dir(seq, tmp_path / "champion")
+    params = params_file(tmp_path / "params.yaml", retrain={
+        "init": "champion", "init_from": str(champion_dir), "window_days": 0.05})
+    assert main(["--params", str(params), "pretrain", "--sequences", str(seq), "--out", "pre"]) == 0
+    assert main(["--params", str(params), "finetune", "--sequences", str(seq), "--pretrained",
+                 "pre", "--out", "fine", "--checkpoints", "ck"]) == 0
+    training = json.loads((tmp_path / "fine/training.json").read_text())
+    assert training["window_days"] == 0.05 and training["window_start_unix"] == since
+    assert main(["--params", str(params), "finetune", "--init", "scratch", "--sequences",
+                 str(seq), "--out", "scratch", "--checkpoints", "ck2"]) == 0
+    assert "window_days" not in json.loads((tmp_path / "scratch/training.json").read_text())
