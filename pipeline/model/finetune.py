@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.model.fitting import StageSpec, print_summary, run_stage
+    from pipeline.model.fitting import StageSpec, run_stage
+    from pipeline.model.summary import print_summary
     from pipeline.params import load_params
 
     if args.init == "pretrained" and args.pretrained is None:

@@ -221,6 +221,10 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
 
         spec.extra.update(warm_start(module.model, spec.warm_from, data))
         init_hash = file_sha256(spec.warm_from / "model.safetensors")
+    if spec.epochs == 0:
+        from pipeline.model.summary import export_untrained
+
+        return export_untrained(module.model, spec, data, out_dir, precision, started)
     since_ts = window_start(data, spec.window_days) if spec.window_days else None
     if since_ts is not None:
         spec.extra.update(window_days=spec.window_days, window_start_unix=since_ts)
@@ -272,9 +276,8 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
     )
     finished = resume is not None and checkpoint_finished(resume)
     resumed_from_step = _ckpt_step(resume) if resume else None
-    if finished or epochs == 0:
-        log.info("%s: exporting the weights as they are", "no epochs to train" if epochs == 0
-                 else f"{resume}: training had already finished (early stopping)")
+    if finished:
+        log.info("%s: training had already finished (early stopping); exporting", resume)
         tracker.setup(trainer, module, "fit")
     else:
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
@@ -321,22 +324,3 @@ class Fingerprint(pl.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[FINGERPRINT_KEY] = self.expected
-
-
-def print_summary(stage: str, summary: dict, out_dir: Path) -> None:
-    """Print the stage's summary line once: under DDP every rank returns from `run_stage`
-    and shares the terminal, so only global rank zero prints."""
-    from pytorch_lightning.utilities import rank_zero_only
-
-    if rank_zero_only.rank == 0:
-        print(summary_line(stage, summary, out_dir))
-
-
-def summary_line(stage: str, summary: dict, out_dir: Path) -> str:
-    """The stage's one-line result: epochs, time, throughput, where it ran, best validation."""
-    best = summary.get("best_val_ndcg@10")
-    best_text = "" if best is None else f", best val NDCG@10 {best:.4f}"
-    return (f"{stage}: {summary['epochs']} epochs, {summary['global_step']} steps in "
-            f"{summary['train_seconds']:.1f} s at {summary['sequences_per_s']:.0f} sequences/s "
-            f"({summary['device']}, {summary['precision']}, {summary['world_size']} process(es))"
-            f"{best_text} -> {out_dir}")
