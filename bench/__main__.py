@@ -16,6 +16,7 @@ SUITES = {
     "eval": ("bench.bench_eval", "full-ranking evaluation throughput"),
     "serving": ("bench.bench_serving", "pyfunc serving latency"),
     "repro": ("bench.repro_noop", "time of a `dvc repro` with nothing changed"),
+    "backtest": ("bench.backtest", "retraining policies replayed on a drifting shop's weeks"),
     "quality": ("bench.quality_cli", "real pipeline on a dataset: ours vs baselines/published"),
     "report": ("bench.report", "docs/benchmarks.md (+ docs/img) from bench/results/*.json"),
 }

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     init = "champion" if args.init_from else retrain.init
     with resolved_source(args.init_from or retrain.init_from, init == "champion") as source:
         spec = StageSpec(name="pretrain", finetune=False, warm_from=source, init_name=init,
-                         epochs={"champion": retrain.warm_pretrain_epochs, "scratch": 0}.get(init))
+                         epochs={"champion": retrain.warm_pretrain_epochs, "scratch": 0}.get(init),
+                         window_days=retrain.window_days if init == "champion" else None)
         summary = run_stage(params, spec, args.sequences, args.out, args.params)
     print_summary("pretrain", summary, args.out)
     return 0
