@@ -181,10 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="result file (default bench/results/backtest.json)")
     parser.add_argument("--plot", type=Path, default=PLOT)
     args = parser.parse_args(argv)
+    import logging
+
     import yaml
 
     from pipeline.cli import quiet_libraries
 
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # before Lightning loads
     quiet_libraries()
     started = time.perf_counter()
     shop = drifting_shop(args.users, args.items, args.weeks, args.seed, args.new_share,

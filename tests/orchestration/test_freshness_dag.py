@@ -9,8 +9,6 @@ Three runs on a tiny synthetic shop, auto-promoted (approval is tested elsewhere
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.orchestration.airflow_harness import (
@@ -27,12 +25,6 @@ pytestmark = pytest.mark.slow
 AUTO = {"gate": {"require_approval": False, "baseline_margin": -1.0, "min_improvement": -1.0,
                  "guard_tolerances": {"hr@10": 1.0}},
         "drift": {"max_unseen_item_share": 0.05}}
-
-
-def retrain_decision(project) -> dict:
-    found = sorted((project / "workspaces").glob("*/reports/retrain.json"),
-                   key=lambda p: p.stat().st_mtime)
-    return json.loads(found[-1].read_text())
 
 
 @needs_pipeline
@@ -52,7 +44,7 @@ def test_second_run_warm_starts_from_the_champion_and_drift_forces_a_rebuild(tmp
         land_synthetic_events(project, "week2", seed=1, synthetic={"end_date": "2026-11-11"})
         second = dag_test(project, env, tmp_path / "run2.log")
         assert second["state"] == "success", second
-        decision = retrain_decision(project)
+        decision = gate_report(project, "retrain.json")
         assert decision["mode"] == "warm", decision
         assert decision["drift"]["drifted"] is False
         v2 = aliases(uri)["champion"]
@@ -67,7 +59,7 @@ def test_second_run_warm_starts_from_the_champion_and_drift_forces_a_rebuild(tmp
                               new_item_every=3)
         third = dag_test(project, env, tmp_path / "run3.log")
         assert third["state"] == "success", third
-        decision = retrain_decision(project)
+        decision = gate_report(project, "retrain.json")
         assert decision["mode"] == "rebuild" and "unseen_item_share" in decision["reason"]
         v3 = aliases(uri)["champion"]
         assert version_tags(uri, v3)["seqrec.retrain_reason"].startswith("drift: ")

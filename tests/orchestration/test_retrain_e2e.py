@@ -56,8 +56,9 @@ def version_tags(uri: str, version: str) -> dict[str, str]:
     return MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(MODEL, version).tags
 
 
-def gate_report(project: Path) -> dict:
-    reports = sorted((project / "workspaces").glob("*/reports/gate.json"),
+def gate_report(project: Path, name: str = "gate.json") -> dict:
+    """The newest run's `reports/<name>` (the gate report by default)."""
+    reports = sorted((project / "workspaces").glob(f"*/reports/{name}"),
                      key=lambda p: p.stat().st_mtime)
     return json.loads(reports[-1].read_text())
 
