@@ -70,7 +70,7 @@ def build_week(shop, week: int, params, previous_vocab, folder: Path):
                             previous_vocab)
     seen = events[events["timestamp"] < shop.week_ends[week]]
     profile = build_sequences(pa.Table.from_pandas(seen, preserve_index=False), seq, types,
-                              previous_vocab).profile
+                              previous_vocab, profile_window_days=params.drift.window_days).profile
     build = replace(build, profile=with_categories(profile, catalog), features=build_item_features(
         catalog, build.vocab, FEATURES, ["price"], seq.numeric_buckets, "catalog"))
     write_outputs(build, folder, None)

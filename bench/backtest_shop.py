@@ -47,16 +47,18 @@ def drifting_shop(n_users: int, n_items: int, weeks: int, seed: int, new_share: 
     ends = [start + pd.Timedelta(weeks=k + 1) for k in range(total_weeks)]
     week = ((events["timestamp"] - start).dt.total_seconds() // SECONDS_PER_WEEK).astype(int)
     rng = np.random.default_rng(seed)
-    current = {item: item for item in catalog["item_id"]}  # original id -> id it sells under
-    rows = [catalog]
+    # simulated item -> the id it sells under this week (a one-to-one map throughout)
+    current = {item: item for item in catalog["item_id"]}
+    row_of = {row["item_id"]: row for row in catalog.to_dict("records")}
     item_ids = events["item_id"].to_numpy(dtype=object).copy()
     for k in range(1, total_weeks):
-        live = np.array(sorted(current))
-        for original in rng.choice(live, int(new_share * len(live)), replace=False):
-            successor = f"{original}w{k}"
-            attributes = catalog.loc[catalog["item_id"] == original].assign(item_id=successor)
-            rows.append(attributes)
-            current[original] = successor
+        live = sorted(current.values())
+        renewed = set(rng.choice(live, int(new_share * len(live)), replace=False).tolist())
+        for item, sold in current.items():
+            if sold in renewed:  # its successor takes over; `sold` never sells again
+                successor = f"{sold.split('w')[0]}w{k}"
+                row_of[successor] = {**row_of[sold], "item_id": successor}
+                current[item] = successor
         by_category = catalog.set_index("item_id")["category"]
         for _, members in by_category.groupby(by_category):
             chosen = rng.permutation(members.index.to_numpy())[: int(swap_share * len(members))]
@@ -65,4 +67,4 @@ def drifting_shop(n_users: int, n_items: int, weeks: int, seed: int, new_share: 
         in_week = (week == k).to_numpy()
         item_ids[in_week] = [current[i] for i in events["item_id"].to_numpy()[in_week]]
     events = events.assign(item_id=item_ids)
-    return Shop(events, pd.concat(rows, ignore_index=True), ends)
+    return Shop(events, pd.DataFrame(list(row_of.values())), ends)

@@ -240,6 +240,7 @@ class RetrainParams(Section):
 class DriftParams(Section):
     """Thresholds of the drift report (new snapshot against the champion's training data)."""
 
+    window_days: float | None = Field(default=7.0, gt=0)
     max_unseen_item_share: float = Field(default=0.2, ge=0, le=1)
     max_item_js: float = Field(default=0.1, ge=0, le=1)
     max_category_js: float = Field(default=0.03, ge=0, le=1)

@@ -3,7 +3,8 @@
 One small table, `data_profile.parquet` (`kind`, `key`, `count`), written by
 `build_sequences` beside the vocabulary and carried in every model folder, so the champion
 brings its own reference to the next retrain: event counts per item, per catalogue
-`category`, per event type and per shopper, after the same filtering the model trained on.
+`category`, per event type and per shopper, after the same filtering the model trained on,
+over the last `drift.window_days` of the data.
 Shoppers are kept by id because "how many of this week's shoppers did the champion see" is
 one of the drift checks; a profile is as large as the vocabulary plus the user list.
 """
@@ -17,7 +18,8 @@ import pyarrow as pa
 
 PROFILE_FILE = "data_profile.parquet"
 KINDS = ("item", "category", "event_type", "user")
-CATEGORY_COLUMN = "category"  # the catalogue contract's column (DESIGN.md section 2)
+CATEGORY_COLUMN = "category"
+NS_PER_DAY = 86_400 * 10**9  # the catalogue contract's column (DESIGN.md section 2)
 
 
 def _rows(kind: str, keys: list[str], counts: np.ndarray) -> pa.Table:
@@ -29,11 +31,19 @@ def _rows(kind: str, keys: list[str], counts: np.ndarray) -> pa.Table:
     })
 
 
-def events_profile(events, event_types: list[str]) -> pa.Table:
-    """Item, event-type and shopper counts of encoded events (`sequences.prep.Events`)."""
-    items = np.bincount(events.item, minlength=len(events.item_ids))
-    users = np.bincount(events.user, minlength=len(events.user_ids))
-    types = np.bincount(events.event_type, minlength=len(event_types) + 1)[1:]
+def events_profile(events, event_types: list[str], window_days: float | None = None) -> pa.Table:
+    """Item, event-type and shopper counts of encoded events (`sequences.prep.Events`).
+
+    `window_days`: only the events of the last this many days (up to the newest event), so
+    a weekly snapshot of the whole history is compared by its newest behaviour, not diluted
+    by the weeks both sides share; None = every event.
+    """
+    keep = slice(None)
+    if window_days is not None and len(events):
+        keep = events.ts_ns >= events.ts_ns.max() - int(window_days * NS_PER_DAY)
+    items = np.bincount(events.item[keep], minlength=len(events.item_ids))
+    users = np.bincount(events.user[keep], minlength=len(events.user_ids))
+    types = np.bincount(events.event_type[keep], minlength=len(event_types) + 1)[1:]
     return pa.concat_tables([
         _rows("item", events.item_ids.cast(pa.string()).to_pylist(), items),
         _rows("event_type", list(event_types), types),

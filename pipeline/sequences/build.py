@@ -140,6 +140,7 @@ def build_sequences(
     event_types: list[str],
     previous_vocab: pa.Table | None = None,
     source: str = EVENTS_FILE,
+    profile_window_days: float | None = None,
 ) -> SequenceBuild:
     """Pure function of the events and params: the stage's outputs, in memory.
 
@@ -149,6 +150,7 @@ def build_sequences(
         event_types: `data.event_types`, in funnel order.
         previous_vocab: a checked previous vocabulary (`vocab.read_vocab`), or None.
         source: name used in error messages.
+        profile_window_days: the data profile's window (`drift.window_days`).
     """
     import numpy as np
     import pyarrow as pa
@@ -175,7 +177,7 @@ def build_sequences(
             f"min_item_events={params.min_item_events}; {rows_in} rows in)"
         )
     events = prep.compact(events)
-    profile = events_profile(events, event_types)
+    profile = events_profile(events, event_types, profile_window_days)
     vocab = build_vocab(
         events.item_ids,
         first_seen(events.item, events.ts_ns, len(events.item_ids)),
@@ -275,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
     vocab_path = resolve_vocab_path(args.previous_vocab or seq.previous_vocab)
     previous = read_vocab(vocab_path) if vocab_path is not None else None
     build = build_sequences(
-        read_events(events_path), seq, params.data.event_types, previous, source=str(events_path)
+        read_events(events_path), seq, params.data.event_types, previous, source=str(events_path),
+        profile_window_days=params.drift.window_days,
     )
     catalog = read_catalog(Path(args.events))
     build = replace(build, profile=with_categories(build.profile, catalog))

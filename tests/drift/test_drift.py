@@ -112,3 +112,16 @@ def test_the_evaluation_report_shows_each_measure_and_what_crossed(shop, champio
     rows = {row[0]: row for row in table.rows}
     assert rows["event_type_js"][3] == "**drifted**" and rows["item_js"][3] == "ok"
     assert rows["event_type_js"][2] == "0.0100" and "event_type_js" in table.note
+
+
+def test_the_profile_window_counts_only_the_newest_days(shop):
+    from pipeline.drift.profile import counts_of
+
+    events, _ = shop
+    def total(window):
+        profile = build_sequences(events, PARAMS.sequences, PARAMS.data.event_types,
+                                  profile_window_days=window).profile
+        return sum(counts_of(profile, "event_type").values())
+
+    whole, week = total(None), total(7.0)
+    assert total(1000.0) == whole and 0 < week < whole * 0.5  # 7 of the shop's 20 days

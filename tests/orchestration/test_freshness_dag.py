@@ -23,8 +23,7 @@ from tests.orchestration.test_retrain_e2e import aliases, gate_report, needs_pip
 
 pytestmark = pytest.mark.slow
 AUTO = {"gate": {"require_approval": False, "baseline_margin": -1.0, "min_improvement": -1.0,
-                 "guard_tolerances": {"hr@10": 1.0}},
-        "drift": {"max_unseen_item_share": 0.05}}
+                 "guard_tolerances": {"hr@10": 1.0}}}
 
 
 @needs_pipeline
