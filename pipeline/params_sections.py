@@ -242,7 +242,7 @@ class DriftParams(Section):
 
     window_days: float | None = Field(default=7.0, gt=0)
     max_unseen_item_share: float = Field(default=0.2, ge=0, le=1)
-    max_item_js: float = Field(default=0.1, ge=0, le=1)
+    max_item_js: float = Field(default=0.18, ge=0, le=1)
     max_category_js: float = Field(default=0.03, ge=0, le=1)
     max_event_type_js: float = Field(default=0.01, ge=0, le=1)
     max_volume_ratio: float = Field(default=3.0, ge=1)
