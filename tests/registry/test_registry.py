@@ -176,6 +176,10 @@ def test_retrain_workspace_gets_the_champions_vocabulary_and_summary(project):
     copied = pd.read_parquet(workspace / "data" / "previous_vocab" / "vocab.parquet")
     expected = pd.read_parquet(project / "data" / "sequences" / "vocab.parquet")
     pd.testing.assert_frame_equal(copied, expected)
+    # its whole folder, named by origin.json: the warm start and the drift reference
+    seeded = workspace / "data" / "champion_model"
+    assert json.loads((seeded / "origin.json").read_text())["uri"] == "models:/seqrec/1"
+    assert (seeded / "model.safetensors").is_file() and (seeded / "vocab.parquet").is_file()
     # the champion's validation counts (its validation summary) feed volume_change
     summary = workspace / "data" / "previous_validation" / "summary.json"
     assert json.loads(summary.read_text())["rows_in"] == 100
