@@ -46,12 +46,11 @@ def run(args: argparse.Namespace) -> int:
         raise ModelError("finetune: --pretrained FOLDER is required unless --init scratch")
     if args.init == "scratch" and args.pretrained is not None:
         raise ModelError("finetune: --init scratch takes no --pretrained folder")
-    from pipeline.evaluation.model_scorer import is_mlflow_uri
-    from pipeline.model.origin import inherited_origin
+    from pipeline.model.origin import inherited_origin, is_uri
     from pipeline.model.warm import resolved_source
 
     params = load_params(args.params)
-    remote = args.pretrained is not None and is_mlflow_uri(args.pretrained)
+    remote = args.pretrained is not None and is_uri(args.pretrained)
     with resolved_source(args.pretrained, remote) as source:
         spec = StageSpec(
             name="finetune" if args.init == "pretrained" else "finetune_scratch", finetune=True,

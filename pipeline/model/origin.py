@@ -6,12 +6,19 @@ Light (no torch), so the drift stage and the DAG's tasks can name a model withou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pipeline.errors import ModelError
 
 ORIGIN_FILE = "origin.json"  # written beside a downloaded model: which registered version it is
 TRAINING_FILE = "training.json"
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # models:/, runs:/, s3://...; not C:/ nor a path
+
+
+def is_uri(spec: str) -> bool:
+    """A model URI to download (resolved through MLflow), not a local folder."""
+    return bool(URI.match(spec))
 
 
 def origin_of(source_dir: Path) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import ModelError
-from pipeline.model.origin import ORIGIN_FILE, origin_of
+from pipeline.model.origin import ORIGIN_FILE, is_uri, origin_of
 from pipeline.model.transformer import ARCHITECTURE_FIELDS, N_RESERVED, SeqRecModel
 
 log = logging.getLogger(__name__)
@@ -185,11 +185,11 @@ def resolved_source(spec: str | None, wanted: bool) -> Iterator[Path | None]:
 
         raise ParamsError("params.yaml: retrain.init is champion but retrain.init_from is "
                           "null; name a model folder (or pass --init-from)")
-    from pipeline.evaluation.model_scorer import is_mlflow_uri, resolve_model_dir
-
-    if not is_mlflow_uri(spec):
+    if not is_uri(spec):
         yield Path(spec)
         return
+    from pipeline.evaluation.model_scorer import resolve_model_dir  # only for a URI
+
     with tempfile.TemporaryDirectory(prefix="seqrec-warm-") as tmp:
         folder = resolve_model_dir(spec, Path(tmp))
         (folder / ORIGIN_FILE).write_text(json.dumps({"uri": spec}) + "\n")
