@@ -153,7 +153,11 @@ def warm_start(model: SeqRecModel, source_dir: Path, data) -> dict:
     if FEATURE_TABLE in state and FEATURE_TABLE in old_state:
         mapping = _feature_map(data.root, source_dir)
         if mapping is None and old_state[FEATURE_TABLE].shape == state[FEATURE_TABLE].shape:
-            state[FEATURE_TABLE] = old_state[FEATURE_TABLE]  # older folders: same ids
+            # A folder from before feature_vocab.parquet travelled: the same number of
+            # tokens means the same sorted catalogue values, so the same ids (a guess).
+            log.warning("%s has no feature_vocab.parquet: feature rows copied by id",
+                        source_dir)
+            state[FEATURE_TABLE] = old_state[FEATURE_TABLE]
             copied_tokens = len(state[FEATURE_TABLE]) - 1
         elif mapping is not None:
             table = state[FEATURE_TABLE].clone()
