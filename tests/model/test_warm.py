@@ -63,6 +63,9 @@ def with_vocab(seq_dir, vocab):
 def warm_model(seq_dir, champion_dir):
     data = load_sequences(seq_dir)
     model = SeqRecModel(build_config(parse_params({"model": TINY["model"]}), data))
+    if data.item_features is not None:  # as run_stage does: the new data's catalogue first
+        model.set_item_features(torch.from_numpy(data.item_features),
+                                torch.from_numpy(data.feature_columns))
     summary = warm_start(model, champion_dir, data)
     return model.eval(), summary
 
@@ -200,3 +203,40 @@ def test_a_warm_retrain_fine_tunes_only_on_the_recent_window(tmp_path):
     assert main(["--params", str(params), "finetune", "--init", "scratch", "--sequences",
                  str(seq), "--out", "scratch", "--checkpoints", "ck2"]) == 0
     assert "window_days" not in json.loads((tmp_path / "scratch/training.json").read_text())
+
+
+def with_catalogue(seq_dir, features_of: dict[int, list[str]]):
+    """Give a sequences folder side features: token index -> feature names."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = sorted({n for tokens in features_of.values() for n in tokens})
+    ids = {n: i + 1 for i, n in enumerate(names)}
+    pq.write_table(pa.table({
+        "index": pa.array(list(features_of), pa.int32()),
+        "features": pa.array([[ids[n] for n in tokens] for tokens in features_of.values()],
+                             pa.list_(pa.int32()))}), seq_dir / "item_features.parquet")
+    pq.write_table(pa.table({"feature": pa.array(names, pa.string()),
+                             "id": pa.array(range(1, len(names) + 1), pa.int32())}),
+                   seq_dir / "feature_vocab.parquet")
+    return ids
+
+
+def test_side_features_carry_over_by_name_and_place_new_items(tmp_path):
+    old = write_tiny_sequences(tmp_path / "old", n_items=12)
+    brand = {FIRST_ITEM + k: [f"brand=b{k % 3}"] for k in range(12)}
+    old_ids = with_catalogue(old, brand)
+    champion_dir = random_model_dir(old, tmp_path / "champion")
+    champion = load_model_dir(champion_dir)[0]
+    grown = write_tiny_sequences(tmp_path / "grown", n_items=13, seed=1)
+    # a new brand sorts first, so every old token's id moves by one
+    new_ids = with_catalogue(grown, {**brand, FIRST_ITEM + 12: ["brand=a0", "brand=b1"]})
+    model, summary = warm_model(grown, champion_dir)
+    assert summary["feature_tokens_copied"] == 3 and summary["new_items_from_features"] == 1
+    for name, old_id in old_ids.items():
+        assert torch.equal(model.feature_emb.weight[new_ids[name]],
+                           champion.feature_emb.weight[old_id])
+    # the new item starts as the mean of the brand b1 items' own rows (a0 is new to all)
+    b1 = [i for i, tokens in brand.items() if tokens == ["brand=b1"]]
+    assert torch.allclose(model.item_emb.weight[FIRST_ITEM + 12],
+                          champion.item_emb.weight[b1].mean(0))
