@@ -74,7 +74,7 @@ def build_config(params: Params, data) -> ModelConfig:
         vocab_size=data.vocab_size, max_len=data.max_len, event_types=data.event_types,
         hidden_dim=m.hidden_dim, n_layers=m.n_layers, n_heads=m.n_heads,
         ffn_dim=m.ffn_dim or m.hidden_dim, dropout=m.dropout, time_gap_buckets=m.time_gap_buckets,
-        repeat_head=m.repeat_head,
+        repeat_head=m.repeat_head, positions=m.positions, transition_top_k=m.transition_top_k,
         n_features=data.n_features if features else 0,
         features_per_item=data.item_features.shape[1] if features else 0,
         n_feature_columns=int(data.feature_columns.max()) if features else 0,
@@ -206,6 +206,11 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         module.model.set_item_features(torch.from_numpy(data.item_features),
                                        torch.from_numpy(data.feature_columns))
     init_hash = load_initial_weights(module.model, spec.init_dir, data) if spec.init_dir else None
+    if config.transition_top_k:  # after the initial weights: this stage's training data counts
+        from pipeline.model.transitions import successor_table
+
+        table = successor_table(data.train["items"], config.vocab_size, config.transition_top_k)
+        module.model.set_transitions(*(torch.from_numpy(part) for part in table))
     train_loader, val_loader = make_loaders(data, section.batch_size, spec.finetune,
                                             params.trainer.num_workers, params.trainer.seed)
     throughput = Throughput()
