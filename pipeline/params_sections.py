@@ -155,6 +155,8 @@ class ModelParams(Section):
     ffn_dim: int | None = Field(default=None, gt=0)
     repeat_head: bool = True
     item_features: bool = True
+    positions: Literal["from_start", "from_end"] = "from_start"
+    transition_top_k: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelParams:
@@ -163,6 +165,9 @@ class ModelParams(Section):
         if self.repeat_head and self.loss != "full_ce":
             raise ValueError("model.repeat_head needs loss full_ce (the repeat/explore mixture "
                              "needs normalised next-item probabilities); set repeat_head: false")
+        if self.transition_top_k and self.loss != "full_ce":
+            raise ValueError("model.transition_top_k needs loss full_ce (the prior is added to "
+                             "every item's score); set transition_top_k: 0")
         return self
 
 

@@ -78,7 +78,7 @@ def build_config(params: Params, data) -> ModelConfig:
         vocab_size=data.vocab_size, max_len=data.max_len, event_types=data.event_types,
         hidden_dim=m.hidden_dim, n_layers=m.n_layers, n_heads=m.n_heads,
         ffn_dim=m.ffn_dim or m.hidden_dim, dropout=m.dropout, time_gap_buckets=m.time_gap_buckets,
-        repeat_head=m.repeat_head,
+        repeat_head=m.repeat_head, positions=m.positions, transition_top_k=m.transition_top_k,
         n_features=data.n_features if features else 0,
         features_per_item=data.item_features.shape[1] if features else 0,
         n_feature_columns=int(data.feature_columns.max()) if features else 0,
@@ -221,6 +221,11 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
 
         spec.extra.update(warm_start(module.model, spec.warm_from, data))
         init_hash = file_sha256(spec.warm_from / "model.safetensors")
+    if config.transition_top_k:  # after the initial weights: this stage's training data counts
+        from pipeline.model.transitions import successor_table
+
+        table = successor_table(data.train["items"], config.vocab_size, config.transition_top_k)
+        module.model.set_transitions(*(torch.from_numpy(part) for part in table))
     if spec.epochs == 0:
         from pipeline.model.summary import export_untrained
 

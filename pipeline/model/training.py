@@ -93,11 +93,16 @@ class SeqRecModule(pl.LightningModule):
         self.register_buffer("sample_prob", counts / counts.sum(), persistent=False)
 
     # ---- losses -------------------------------------------------------------------------
-    def generate_log_prob(self, queried: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Queried hidden (N, D) at target positions, targets (N,) -> (N,) log P_generate."""
+    def generate_log_prob(self, queried: torch.Tensor, targets: torch.Tensor,
+                          last_items: torch.Tensor, next_types: torch.Tensor) -> torch.Tensor:
+        """Queried hidden (N, D) at target positions, targets (N,) -> (N,) log P_generate.
+
+        `last_items`/`next_types` (N,): the input event at each position and the type
+        predicted (the transition prior's inputs)."""
         if self.hparams.loss == "sampled_softmax":
             return self._sampled_log_prob(queried, targets)
-        logits = self.model.item_logits(queried)  # (N, V - 3)
+        logits = self.model.item_logits(queried, last_items, next_types,
+                                        leave_out=targets)  # (N, V - 3)
         return -F.cross_entropy(logits.float(), targets - N_RESERVED, reduction="none")
 
     def _sampled_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -119,7 +124,8 @@ class SeqRecModule(pl.LightningModule):
         targets = batch["next_items"][mask]  # (N,)
         queried = self.model.query(hidden, batch["next_types"])  # (B, T, D)
         at_targets = queried[mask]  # (N, D): only positions with a target reach the logits
-        log_p = self.generate_log_prob(at_targets, targets)  # (N,)
+        log_p = self.generate_log_prob(at_targets, targets, items[mask],
+                                       batch["next_types"][mask])  # (N,)
         cfg = self.model.config
         if cfg.repeat_head:
             rows, positions = mask.nonzero(as_tuple=True)  # (N,), (N,)

@@ -30,6 +30,7 @@ from torch import nn
 from pipeline.errors import ModelError
 from pipeline.model.heads import NextItemHead
 from pipeline.model.repeat import RepeatFeatures, repeat_features
+from pipeline.model.transitions import successor_counts
 
 PAD, MASK, UNK = 0, 1, 2
 N_RESERVED = 3  # token ids below this are never recommended
@@ -38,7 +39,7 @@ ACTIVATION = "gelu"
 ARCHITECTURE_FIELDS = (
     "vocab_size", "max_len", "n_event_types", "hidden_dim", "n_layers", "n_heads",
     "ffn_dim", "time_gap_buckets", "repeat_head", "n_features", "features_per_item",
-    "n_feature_columns",
+    "n_feature_columns", "positions", "transition_top_k",
 )  # fields that must agree for weights to be reusable (dropout and heads' use may differ)
 
 
@@ -59,6 +60,10 @@ class ModelConfig:
     n_features: int = 0  # item side-feature tokens (category=..., brand=..., price=q3); 0 = none
     features_per_item: int = 0  # feature tokens per item (padded with 0)
     n_feature_columns: int = 0  # catalogue columns the tokens come from (brand, category...)
+    # Position ids: "from_start" (the first event of the window is 0) or "from_end" (the latest
+    # is max_len - 1; models saved before this key existed). See `forward`.
+    positions: str = "from_end"
+    transition_top_k: int = 0  # successors kept per item for the transition prior; 0 = off
     target_event_types: list[str] = field(default_factory=list)  # fine-tuning targets
     positive_event_type: str | None = None  # purchase head: next target event is this type
 
@@ -126,11 +131,22 @@ class SeqRecModel(nn.Module):
                 config.vocab_size, config.features_per_item, dtype=torch.long))
             self.register_buffer("feature_columns", torch.zeros(config.n_features,
                                                                 dtype=torch.long))
+        self.transition_weight = None
+        if config.transition_top_k:
+            # What followed each item in training (`pipeline.model.transitions`): data saved
+            # with the weights, filled by `set_transitions`.
+            self.register_buffer("successors", torch.zeros(
+                config.vocab_size, config.transition_top_k, dtype=torch.long))
+            self.register_buffer("successor_counts", torch.zeros(
+                config.vocab_size, config.transition_top_k))
+            self.transition_weight = nn.Embedding(config.n_event_types + 1, 1)
         self.purchase_head = nn.Linear(d, 1)
         self.head = NextItemHead(d, config.ffn_dim, config.n_event_types, config.repeat_head,
                                  use_time=config.time_gap_buckets > 0,
                                  n_feature_columns=config.n_feature_columns)
         self.apply(self._init_weights)
+        if self.transition_weight is not None:  # start as the counts' log, as `transitions`
+            nn.init.ones_(self.transition_weight.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -159,8 +175,8 @@ class SeqRecModel(nn.Module):
         """Hidden state after each event of LEFT-padded (B, T) histories -> (B, T', D).
 
         T' = min(T, max_len): longer inputs keep their most recent `max_len` events.
-        Positions are right-aligned (the latest event is always position max_len - 1), so the
-        same history gives the same output whatever padding a batch adds.
+        Positions do not depend on the padding a batch adds (see `_positions`), so the same
+        history gives the same output in any batch.
         """
         cfg = self.config
         if items.shape[1] == 1:  # torch's encoder rejects a (B*H, 1, 1) mask: one padding
@@ -169,10 +185,8 @@ class SeqRecModel(nn.Module):
                                   None if ts is None else F.pad(ts, pad))
             return hidden[:, 1:]  # (B, 1, D)
         items, types = items[:, -cfg.max_len :], types[:, -cfg.max_len :]  # (B, T)
-        t = items.shape[1]
-        positions = torch.arange(cfg.max_len - t, cfg.max_len, device=items.device)  # (T,)
         x = self.item_vectors(items) * math.sqrt(cfg.hidden_dim)  # (B, T, D)
-        x = x + self.type_emb(types) + self.pos_emb(positions)[None]  # (B, T, D)
+        x = x + self.type_emb(types) + self.pos_emb(self._positions(items))  # (B, T, D)
         if self.gap_emb is not None:
             if ts is None:
                 raise ModelError("model uses time_gap_buckets: pass the `ts` of each event")
@@ -180,6 +194,25 @@ class SeqRecModel(nn.Module):
                                                  cfg.time_gap_buckets))
         x = self.emb_dropout(x) * (items != PAD)[..., None]  # padding carries no signal
         return self.encoder(x, mask=self._attention_mask(items))  # (B, T, D)
+
+    def _positions(self, items: torch.Tensor) -> torch.Tensor:
+        """Position ids of LEFT-padded (B, T) items -> (B, T) or (1, T).
+
+        "from_start": the first real event is 0, the next 1, ... (padding 0, masked anyway).
+        Training reads the hidden state after every prefix of a history; with positions counted
+        from the start, the prefix "first j events" has exactly the positions it has when served
+        alone, so what is trained at event j is what serving computes for a j-event history.
+        "from_end" (the latest event is max_len - 1, SASRec's left padding) gives a training
+        prefix the positions of the *whole* row's length: the state after one event carries
+        "L - 1 events follow", which serving never sees. Measured on Yoochoose, where 44% of
+        the test sessions have a one-event history: docs/model.md, "Positions".
+        """
+        t = items.shape[1]
+        if self.config.positions == "from_end":
+            return torch.arange(self.config.max_len - t, self.config.max_len,
+                                device=items.device)[None]  # (1, T)
+        real = (items != PAD).long()  # (B, T)
+        return (real.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
 
     def query(self, hidden: torch.Tensor, next_types: torch.Tensor) -> torch.Tensor:
         """Condition hidden states on the type of the event to predict: (..., D) -> (..., D)."""
@@ -190,6 +223,11 @@ class SeqRecModel(nn.Module):
         (n_features,) the catalogue column of each token (1-based, 0 = padding)."""
         self.item_features.copy_(table)
         self.feature_columns.copy_(columns)
+
+    def set_transitions(self, successors: torch.Tensor, counts: torch.Tensor) -> None:
+        """(vocab_size, K) ids of the items that most often followed each item, and counts."""
+        self.successors.copy_(successors)
+        self.successor_counts.copy_(counts)
 
     def repeat_inputs(self, items: torch.Tensor, types: torch.Tensor,
                       ts: torch.Tensor | None, last_only: bool) -> RepeatFeatures:
@@ -221,11 +259,24 @@ class SeqRecModel(nn.Module):
             table = table + self.feature_emb(self.item_features).sum(-2)
         return table
 
-    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3).
+    def item_logits(self, hidden: torch.Tensor, last_items: torch.Tensor | None = None,
+                    next_types: torch.Tensor | None = None,
+                    leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        """Explore scores of the real items (ids >= N_RESERVED): (N, D) -> (N, vocab_size - 3).
 
-        `hidden` is a queried state (`query`)."""
-        return hidden @ self.item_table()[N_RESERVED:].T
+        `hidden` is a queried state (`query`). With `transition_top_k`, the transition prior
+        of the (N,) `last_items` is added, weighted by the (N,) `next_types`; `leave_out`
+        (training targets) removes the predicted pair from its own count.
+        """
+        logits = hidden @ self.item_table()[N_RESERVED:].T
+        if self.transition_weight is None:
+            return logits
+        if last_items is None or next_types is None:
+            raise ModelError("model uses transition_top_k: pass the last items and next types")
+        counts = successor_counts(self.successors, self.successor_counts, last_items,
+                                  self.config.vocab_size, leave_out)  # (N, V)
+        prior = self.transition_weight(next_types) * torch.log1p(counts[:, N_RESERVED:])
+        return logits + prior
 
     def default_query_types(self) -> list[int]:
         """Type ids scored by `score_last`: the fine-tuning targets (every type if none)."""
@@ -301,7 +352,8 @@ class SeqRecModel(nn.Module):
         for q, query_type in enumerate(query_types):
             query = torch.full_like(purchase_logit, query_type, dtype=torch.long)  # (B,)
             queried = self.query(last, query)  # (B, D)
-            p_item = torch.softmax(self.item_logits(queried).float(), 1)  # (B, V - 3)
+            p_item = torch.softmax(self.item_logits(queried, items[:, -1], query).float(),
+                                   1)  # (B, V - 3)
             if features is not None:
                 p_explore = torch.sigmoid(self.head.explore_logit(queried, query))[:, None]
                 log_repeat = self.head.repeat(queried[:, None], features,

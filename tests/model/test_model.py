@@ -71,6 +71,21 @@ def test_left_padding_does_not_change_scores(model):
     torch.testing.assert_close(pa, pb)
 
 
+
+@pytest.mark.parametrize("positions", ["from_start", "from_end"])
+def test_a_training_prefix_is_what_serving_computes_for_that_history(positions):
+    """Training reads the state after every prefix of a row; serving sees the prefix alone.
+    With positions counted from the start both agree; counted from the end (SASRec's left
+    padding) the prefix carries the whole row's length, and they differ."""
+    torch.manual_seed(0)
+    model = SeqRecModel(tiny_config(positions=positions)).eval()
+    items, types, _ = batch(seed=3)
+    whole = model(items, types)  # (B, T, D): the state after each prefix, as in training
+    alone = torch.stack([model(items[:, : j + 1], types[:, : j + 1])[:, -1]
+                         for j in range(2, items.shape[1])], dim=1)  # served one by one
+    same = torch.allclose(whole[:, 2:], alone, atol=1e-5)
+    assert same == (positions == "from_start")
+
 @pytest.mark.parametrize("training", [False, True])
 def test_a_one_event_history_scores_as_its_padded_self(training):
     """Session data (Diginetica, Yoochoose) has two-event rows: a training batch of one
