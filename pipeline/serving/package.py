@@ -95,7 +95,8 @@ def popularity_table(sequences_dir: Path, top_n: int) -> dict[str, Any]:
 
 
 def model_signature(default_k: int):
-    """Explicit schema: `history` required; `event_types`, `timestamps`, `k` optional."""
+    """Explicit schema: `history` required; `event_types`, `timestamps`, `k`, `explain`
+    optional; `explanations` only in answers to rows that ask (pipeline.serving.explain)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
@@ -106,6 +107,7 @@ def model_signature(default_k: int):
             ColSpec(Array(DataType.string), "event_types", required=False),
             ColSpec(Array(DataType.long), "timestamps", required=False),
             ColSpec(DataType.long, "k", required=False),
+            ColSpec(DataType.boolean, "explain", required=False),
         ]
     )
     outputs = Schema(
@@ -116,10 +118,26 @@ def model_signature(default_k: int):
             ColSpec(DataType.long, "unknown_items"),
             ColSpec(DataType.long, "unknown_event_types"),
             ColSpec(DataType.boolean, "fallback"),
+            ColSpec(Array(_explanation_type()), "explanations", required=False),
         ]
     )
-    params = ParamSchema([ParamSpec("k", DataType.long, default_k)])
+    params = ParamSchema([ParamSpec("k", DataType.long, default_k),
+                          ParamSpec("explain", DataType.boolean, False)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _explanation_type():
+    """One recommended item's explanation: its id, reason and top history events."""
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, Object, Property
+
+    event = Object([
+        Property("item_id", DataType.string), Property("event_type", DataType.string),
+        Property("timestamp", DataType.long, required=False), Property("weight", DataType.double),
+        Property("position", DataType.long),
+    ])
+    return Object([Property("item_id", DataType.string), Property("reason", DataType.string),
+                   Property("events", Array(event))])
 
 
 def input_example(popular_items: list[str], event_types: list[str], default_k: int):

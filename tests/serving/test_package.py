@@ -74,6 +74,7 @@ def test_package_is_code_not_pickle_and_relocatable(built):
         "event_types": False,
         "timestamps": False,
         "k": False,
+        "explain": False,
     }
 
 

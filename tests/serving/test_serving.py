@@ -103,6 +103,22 @@ def test_mlflow_models_serve_answers_invocations(champion, project):
         assert rows[1]["fallback"] is True and 0 <= rows[0]["purchase_probability"] <= 1
         status, body = post_json(url, {"dataframe_records": [{"history": ["item3"], "k": 2}]})
         assert status == 200 and len(body["predictions"][0]["items"]) == 2
+        # Explanations, asked by a column or by the param: one per item, in the items' order.
+        status, body = post_json(
+            url, {"dataframe_records": [{"history": ["item1", "item2"], "explain": True}],
+                  "params": {"k": 3}},
+        )
+        assert status == 200, body
+        row = body["predictions"][0]
+        assert [e["item_id"] for e in row["explanations"]] == row["items"]
+        assert {e["reason"] for e in row["explanations"]} <= {"repeat", "similar_to", "popular"}
+        events = [ev for e in row["explanations"] for ev in e["events"]]
+        assert events and {ev["item_id"] for ev in events} <= {"item1", "item2"}
+        status, body = post_json(
+            url, {"dataframe_split": {"columns": ["history"], "data": [[["item1"]], [[]]]},
+                  "params": {"k": 2, "explain": True}},
+        )
+        assert status == 200 and body["predictions"][1]["explanations"][0]["reason"] == "popular"
         # A malformed request is a 400 naming the rule, not a 500.
         status, body = post_json(url, {"dataframe_records": [{"history": ["item3"], "k": 0}]})
         assert status == 400 and "k must be in 1.." in body["message"]
@@ -151,6 +167,20 @@ def test_score_cli_from_folder_csv_and_parquet(project, tmp_path):
     )
     same = pd.read_parquet(out)
     assert list(same["items"][0]) == list(topk["items"][0]) + list(same["items"][0])[4:]
+
+    # --explain: the same items, each with its reason and events (timestamps as sent).
+    stamped = tmp_path / "stamped.csv"
+    stamped.write_text("user_id,history,timestamps\nu1,item1 item2 item3,100 200 300\nu2,,\n")
+    explained = tmp_path / "explained.parquet"
+    run_cli("score", "--model", str(package), "--input", str(stamped), "--out", str(explained),
+            "--k", "4", "--explain", cwd=project)
+    why = pd.read_parquet(explained)
+    assert list(why["items"][0]) == list(topk["items"][0])
+    assert [e["item_id"] for e in why["explanations"][0]] == list(why["items"][0])
+    sent = {"item1": 100, "item2": 200, "item3": 300}
+    events = [ev for e in why["explanations"][0] for ev in e["events"]]
+    assert events and all(sent[ev["item_id"]] == ev["timestamp"] for ev in events)
+    assert {e["reason"] for e in why["explanations"][1]} == {"popular"}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("user_id,items\nu1,item1\n")
