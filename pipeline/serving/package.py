@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ModelError
+from pipeline.serving.variants import VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="finetuned model folder")
     parser.add_argument("--sequences", required=True, help="sequences folder (popularity, meta)")
     parser.add_argument("--out", required=True, help="MLflow model folder to write")
+    parser.add_argument(
+        "--variant", choices=VARIANTS, default=None,
+        help="serving variant (default: registry.serve_variant); pipeline/serving/variants.py",
+    )
 
 
 def popularity_table(sequences_dir: Path, top_n: int) -> dict[str, Any]:
@@ -183,14 +188,16 @@ def _drop_local_paths(model_path: Path, sources: dict[str, Path]) -> None:
     mlmodel.save(str(model_path / "MLmodel"))
 
 
-def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry) -> Path:
+def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry,
+                  variant: str | None = None) -> Path:
     """Save the pyfunc folder at `out_dir` (replacing a previous package) and return it.
 
     Args:
         model_dir: finetuned model folder (docs/interfaces.md "Model folders").
         sequences_dir: sequences folder, for the popularity fallback.
         out_dir: where the MLflow model folder goes.
-        registry: `RegistryParams` (k defaults, default event type, batch size).
+        registry: `RegistryParams` (k defaults, default event type, batch size, variant).
+        variant: serving variant; None = `registry.serve_variant`.
     """
     import os
 
@@ -222,6 +229,7 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
                 "default_event_type": registry.default_event_type,
                 "batch_size": registry.serve_batch_size,
                 "threads": registry.serve_threads,
+                "variant": variant or registry.serve_variant,
             },
             code_paths=[str(code_dir)],
             signature=model_signature(registry.default_k),
@@ -240,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.params import load_params
 
     params = load_params(args.params)
-    out = package_model(Path(args.model), Path(args.sequences), Path(args.out), params.registry)
-    print(f"package: {args.model} -> {out} (MLflow pyfunc, "
+    variant = args.variant or params.registry.serve_variant
+    out = package_model(Path(args.model), Path(args.sequences), Path(args.out), params.registry,
+                        variant)
+    print(f"package: {args.model} -> {out} (MLflow pyfunc, {variant}, "
           f"model name {params.registry.model_name})")
     return 0

@@ -55,6 +55,7 @@ class SeqrecPyfunc(PythonModel):
             max_k=int(config["max_k"]),
             default_event_type=str(config["default_event_type"]),
             batch_size=int(config["batch_size"]),
+            variant=str(config.get("variant", "fp32")),
         )
 
     # NOTE: no type hints on model_input: MLflow would derive a signature from them; the

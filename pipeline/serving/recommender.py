@@ -67,6 +67,7 @@ class Recommender:
         max_k: largest k a row may ask for.
         default_event_type: event type of history entries that come without one.
         batch_size: users per forward pass (bounds the (B, vocab_size) logits in memory).
+        variant: `fp32` or `int8` (`pipeline.serving.variants`).
     """
 
     def __init__(
@@ -77,11 +78,14 @@ class Recommender:
         max_k: int,
         default_event_type: str,
         batch_size: int,
+        variant: str = "fp32",
     ) -> None:
         from pipeline.model.folder import load_model_dir
+        from pipeline.serving.variants import compress
 
-        self.model, config, vocab = load_model_dir(model_dir)
-        self.model.eval()
+        model, config, vocab = load_model_dir(model_dir)
+        self.model = compress(model.eval(), variant)
+        self.variant = variant
         self.max_len = int(_config_value(config, "max_len"))
         self.event_types = list(_config_value(config, "event_types"))
         self.needs_ts = int(getattr(config, "time_gap_buckets", 0) or 0) > 0
