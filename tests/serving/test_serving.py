@@ -11,6 +11,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
+from bench.load_serving import MALFORMED
 from pipeline.cli import main
 from tests.conftest import cli_env, free_port, run_cli, use_store, wait_http
 from tests.registry_fixtures import make_package, write_project_files
@@ -122,6 +123,16 @@ def test_mlflow_models_serve_answers_invocations(champion, project):
         # A malformed request is a 400 naming the rule, not a 500.
         status, body = post_json(url, {"dataframe_records": [{"history": ["item3"], "k": 0}]})
         assert status == 400 and "k must be in 1.." in body["message"]
+        # Every kind the load benchmark mixes in is a 400, and the server answers after them.
+        for name, bad in MALFORMED.items():
+            data = bad.encode() if isinstance(bad, str) else json.dumps(bad).encode()
+            request = urllib.request.Request(url, data=data,
+                                             headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=60)
+            assert refused.value.code == 400, name
+        status, _ = post_json(url, {"dataframe_records": [{"history": ["item3"]}]})
+        assert status == 200
     finally:
         stop_group(proc)
 
