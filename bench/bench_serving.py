@@ -145,7 +145,8 @@ def parse_args(argv):
     parser.add_argument("--single-repeats", type=int, default=300)
     parser.add_argument("--batch-users", type=int, default=1000)
     parser.add_argument("--batch-repeats", type=int, default=5)
-    parser.add_argument("--variants", default="fp32,int8", help="serving variants to compare")
+    parser.add_argument("--variants", default="fp32,int8,compiled",
+                        help="serving variants to compare (compiled: minutes of compiling)")
     parser.add_argument("--load-levels", default="1,8,32", help="concurrent clients per level")
     parser.add_argument("--load-seconds", type=float, default=8.0, help="per level; 0 = no load")
     parser.add_argument("--workers", type=int, default=None,

@@ -1,4 +1,5 @@
-"""Serving variants of one finetuned model: `fp32` as trained, or `int8` dynamic quantization.
+"""Serving variants of one finetuned model: `fp32` as trained, `int8` dynamic quantization,
+or `compiled` (`torch.compile` of the scoring call).
 
 `package --variant` (default `registry.serve_variant`) records the variant in the pyfunc's
 `model_config`; the weights stay the fp32 safetensors file either way, and the pyfunc
@@ -9,6 +10,13 @@ loaded). Registration copies the variant into the version tag `seqrec.serving_va
 (query block, repeat scorer, explore gate, purchase head): int8 weights, activations
 quantized per call. The linear layers inside torch's `TransformerEncoderLayer` stay fp32:
 its fused inference path reads their `.weight` as plain tensors and fails on packed ones.
+
+`compiled`: `torch.compile(model.score_last, dynamic=True)` (Inductor: fused CPU kernels, the
+same fp32 weights and numbers). It needs a C++ compiler where the model is served, and each
+process compiles when it loads (`WARMUP_SHAPES`, so the first request does not wait; other
+shapes with a batch or history of one compile once more when first seen). Inductor's cache
+(`TORCHINDUCTOR_CACHE_DIR`, default under /tmp) makes later starts on the same machine faster.
+
 Which variant to serve is decided by measurement (`python -m bench serving`,
 docs/benchmarks.md): speed for one user and for 1,000, size, NDCG@10 on the test split.
 """
@@ -19,7 +27,9 @@ import io
 import warnings
 from pathlib import Path
 
-VARIANTS = ("fp32", "int8")
+VARIANTS = ("fp32", "int8", "compiled")
+# (users, events) compiled at load: one user and several, histories of a few events.
+WARMUP_SHAPES = ((1, 3), (2, 3))
 DEFAULT_VARIANT = "fp32"
 VARIANT_TAG = "seqrec.serving_variant"
 
@@ -30,6 +40,8 @@ def compress(model, variant: str):
         raise ValueError(f"serving variant {variant!r} is not one of {list(VARIANTS)}")
     if variant == "fp32":
         return model
+    if variant == "compiled":
+        return _compiled(model.eval())
     import torch
     from torch import nn
 
@@ -46,6 +58,20 @@ def compress(model, variant: str):
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         return torch.ao.quantization.quantize_dynamic(model.eval(), heads, dtype=torch.qint8)
+
+
+def _compiled(model):
+    """`model` whose `score_last` is compiled, and compiled once per `WARMUP_SHAPES` entry."""
+    import torch
+
+    from pipeline.model.transformer import N_RESERVED
+
+    model.score_last = torch.compile(model.score_last, dynamic=True)
+    for users, events in WARMUP_SHAPES:
+        items = torch.full((users, events), N_RESERVED, dtype=torch.long)
+        ts = torch.arange(events, dtype=torch.long).expand(users, events)
+        model.score_last(items, torch.ones_like(items), ts)
+    return model
 
 
 def model_bytes(model) -> int:

@@ -174,6 +174,23 @@ def test_int8_variant_is_recorded_quantized_and_scores_like_fp32(built, pyfunc, 
         assert max(abs(fp32_scores[i] - int8_scores[i]) for i in fp32_scores) < 0.01
 
 
+@pytest.mark.slow  # Inductor compiles C++ at load: ~1 CPU minute even for the tiny model
+def test_compiled_variant_answers_like_fp32(built, pyfunc):
+    """torch.compile changes the kernels, not the numbers (Inductor compiles at load)."""
+    compiled = mlflow.pyfunc.load_model(str(built[3]), model_config={"variant": "compiled"})
+    served = compiled.unwrap_python_model().recommender
+    assert served.variant == "compiled"
+    assert hasattr(served.model.score_last, "_torchdynamo_orig_callable")
+    request = pd.DataFrame(
+        {"history": [["item1", "item2", "item3"], ["item7"], ["item0", "item4"]]})
+    want = pyfunc.predict(request, params={"k": 5, "explain": True})
+    got = compiled.predict(request, params={"k": 5, "explain": True})
+    for a, b in zip(want.itertuples(), got.itertuples(), strict=True):
+        assert list(a.items) == list(b.items)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        assert [e["reason"] for e in a.explanations] == [e["reason"] for e in b.explanations]
+
+
 def test_package_refuses_to_replace_a_foreign_folder(built, tmp_path):
     root, sequences, model_dir, _ = built
     (tmp_path / "notes.txt").write_text("mine")
