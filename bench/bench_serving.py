@@ -145,8 +145,9 @@ def parse_args(argv):
     parser.add_argument("--single-repeats", type=int, default=300)
     parser.add_argument("--batch-users", type=int, default=1000)
     parser.add_argument("--batch-repeats", type=int, default=5)
-    parser.add_argument("--variants", default="fp32,int8,compiled",
-                        help="serving variants to compare (compiled: minutes of compiling)")
+    parser.add_argument("--variants", default="fp32,int8",
+                        help="serving variants to compare; add `compiled` for torch.compile "
+                             "(minutes of compiling on 2 cores)")
     parser.add_argument("--load-levels", default="1,8,32", help="concurrent clients per level")
     parser.add_argument("--load-seconds", type=float, default=8.0, help="per level; 0 = no load")
     parser.add_argument("--workers", type=int, default=None,
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.pyfunc
 
+    from bench.explain_faithfulness import faithfulness
     from bench.load_serving import load_test
     from bench.serving_variants import choose, measure_variants
 
@@ -216,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
         batch_pyfunc = timed(lambda: model.predict(batch, params=params_k), args.batch_repeats)
         batch_core = timed(lambda: recommender.recommend(batch, k=args.k), args.batch_repeats)
         explain = explain_cost(model, one, batch, args.k, args)
+        explain["faithfulness_top3"] = faithfulness(
+            model, requests(sequences, 30, args.history_len, args.seed + 2), 3,
+            recommender.max_k)
         variants = measure_variants(
             package, sequences if args.package else None, args.variants.split(","), one, batch,
             args.k, args.single_repeats, args.batch_repeats, params, args.threads)

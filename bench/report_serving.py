@@ -13,9 +13,18 @@ def _explain_rows(explain: dict) -> list[str]:
     batch = explain["batch_explain"]
     rows.append({"request": "batch, explain", "p50_ms": batch["p50_ms"],
                  "p99_ms": batch["p99_ms"], "n": batch["n"]})
-    return ["### What `explain` costs (occlusion, pyfunc)", "",
+    out = ["### What `explain` costs (occlusion, pyfunc)", "",
             table(rows, ["request", "p50_ms", "p99_ms", "n"], markdown=True), "",
             f"One user's p99 with `explain` / without: {explain['ratio_single_p99']}x.", ""]
+    faithful = explain.get("faithfulness_top3")
+    if faithful:
+        out += [f"Faithfulness on this model (`bench/explain_faithfulness.py`, top 3 of 30 "
+                f"requests): removing the top-weighted event lowered the item's score more than "
+                f"removing a random other event on {faithful['top_beats_random']:.0%} of "
+                f"{faithful['pairs']} (request, item) pairs; largest gap between a weight and "
+                f"the drop measured through the pyfunc: {faithful['max_weight_vs_drop_gap']:.2g}.",
+                ""]
+    return out
 
 
 def _variant_rows(variants: dict, chosen: str) -> list[str]:
@@ -26,14 +35,15 @@ def _variant_rows(variants: dict, chosen: str) -> list[str]:
             "variant": name,
             "one_user_p50_ms": v["single_user"]["p50_ms"],
             "speedup_one": v.get("speedup_single_p50"),
-            "batch_mean_ms": v["batch"]["mean_ms"],
-            "speedup_batch": v.get("speedup_batch_mean"),
+            "batch_p50_ms": v["batch"]["p50_ms"],
+            "speedup_batch": v.get("speedup_batch_p50"),
+            "load_s": v.get("load_s"),
             "state_kib": round(v["model_bytes"] / 1024, 1),
             "size_ratio": v.get("size_ratio"),
             "test_ndcg@10": test.get("ndcg@10"),
             "ndcg_change": v.get("ndcg@10_change"),
         })
-    cols = ["variant", "one_user_p50_ms", "speedup_one", "batch_mean_ms", "speedup_batch",
+    cols = ["variant", "one_user_p50_ms", "speedup_one", "batch_p50_ms", "speedup_batch", "load_s",
             "state_kib", "size_ratio", "test_ndcg@10", "ndcg_change"]
     return ["### Serving variants against fp32 (same run)", "",
             table(rows, cols, markdown=True), "",
