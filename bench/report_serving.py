@@ -6,13 +6,15 @@ from __future__ import annotations
 from bench.common import table
 
 
-def _explain_rows(explain: dict) -> list[str]:
+def _explain_rows(explain: dict, batches: dict) -> list[str]:
     one = explain["single_user"]
     rows = [{"request": f"one user, {name}", "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
              "n": s["n"]} for name, s in one.items()]
-    batch = explain["batch_explain"]
-    rows.append({"request": "batch, explain", "p50_ms": batch["p50_ms"],
-                 "p99_ms": batch["p99_ms"], "n": batch["n"]})
+    for key, plain in batches.items():  # the run's batch without explain, then with it
+        users = key.removeprefix("batch_").removesuffix("_users")
+        for name, stats in (("plain", plain["pyfunc"]), ("explain", explain["batch_explain"])):
+            rows.append({"request": f"{int(users):,} users, {name}", "p50_ms": stats["p50_ms"],
+                         "p99_ms": stats["p99_ms"], "n": stats["n"]})
     out = ["### What `explain` costs (occlusion, pyfunc)", "",
             table(rows, ["request", "p50_ms", "p99_ms", "n"], markdown=True), "",
             f"One user's p99 with `explain` / without: {explain['ratio_single_p99']}x.", ""]
@@ -70,7 +72,8 @@ def serving_sections(result: dict | None) -> list[str]:
            f"Model: {model.get('package')} ({model.get('items'):,} items, max_len "
            f"{model.get('max_len')}); requests of {result['request']['history_len']} events, "
            f"top {result['request']['k']}. Command: `{result.get('command')}`.", ""]
-    out += _explain_rows(result["explain"])
+    batches = {k: v for k, v in result.items() if k.startswith("batch_") and k.endswith("_users")}
+    out += _explain_rows(result["explain"], batches)
     if result.get("variants"):
         out += _variant_rows(result["variants"], result.get("variant_chosen", "fp32"))
     if result.get("load"):

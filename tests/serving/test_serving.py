@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -11,7 +10,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from bench.load_serving import MALFORMED
+from bench.load_serving import MALFORMED, stop_server
 from pipeline.cli import main
 from tests.conftest import cli_env, free_port, run_cli, use_store, wait_http
 from tests.registry_fixtures import make_package, write_project_files
@@ -134,18 +133,7 @@ def test_mlflow_models_serve_answers_invocations(champion, project):
         status, _ = post_json(url, {"dataframe_records": [{"history": ["item3"]}]})
         assert status == 200
     finally:
-        stop_group(proc)
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """Stop the server we started and its uvicorn child (same process group)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_server(proc)  # and its uvicorn child (same process group)
 
 
 def test_score_cli_from_folder_csv_and_parquet(project, tmp_path):
