@@ -74,7 +74,7 @@ bench: $(STAMP)  ## full benchmark suite (hours on 2 cores: 10M events, 3 datase
 	$(BIN)/python -m bench speed --events 1000000 10000000
 	$(BIN)/python -m bench training
 	$(BIN)/python -m bench eval
-	$(BIN)/python -m bench serving
+	if [ -f models/mlflow_model/MLmodel ]; then $(BIN)/python -m bench serving --variants fp32,int8,compiled --package models/mlflow_model --sequences data/sequences; else $(BIN)/python -m bench serving --variants fp32,int8,compiled; fi
 	$(BIN)/python -m bench repro
 	for d in toys sports taobao synthetic; do $(BIN)/python -m bench quality --dataset $$d || exit 1; done
 	$(BIN)/python -m bench report

@@ -2,7 +2,11 @@
 
 Measures `PyFuncModel.predict` exactly as `mlflow models serve` calls it (MLflow's schema
 enforcement included) and, separately, our own `Recommender.recommend` (what the schema
-check costs is the difference). Target: one user's top-10 in <= 10 ms at p99.
+check costs is the difference). Target: one user's top-10 in <= 10 ms at p99. Then, in the
+same run: what `explain` costs (p50/p99 with and without), each serving variant against fp32
+(`bench/serving_variants.py`: speed, size, test NDCG@10 with --package/--sequences), and a
+load test of a real `mlflow models serve` on 127.0.0.1 (`bench/load_serving.py`:
+concurrency 1, 8, 32 with malformed requests mixed in).
 
     # a synthetic model the size of the default shop (random weights: latency only)
     python bench/bench_serving.py --items 12000 --max-len 50 --hidden 64 --layers 2
@@ -30,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, print_table, write_result  # noqa: E402
 
 PERCENTILES = (50, 90, 99)
+EXAMPLE_START_S = 1_767_225_600  # 2026-01-01
 EVENT_TYPES = ["view", "cart", "purchase"]
 FIRST_ITEM = 3
 
@@ -98,11 +103,14 @@ def synthetic_package(root: Path, args) -> tuple[Path, Path]:
 
 
 def requests(sequences: Path, n_users: int, history_len: int, seed: int) -> pd.DataFrame:
-    """Histories of known items drawn from the vocabulary, oldest first."""
+    """Histories of known items drawn from the vocabulary, oldest first, a view a minute
+    (models with time gaps need the timestamps; the others ignore them)."""
     vocab = pd.read_parquet(sequences / "vocab.parquet")["item_id"].astype(str).to_numpy()
     rng = np.random.default_rng(seed)
     picks = vocab[rng.integers(0, len(vocab), size=(n_users, history_len))]
-    return pd.DataFrame({"history": list(picks), "event_types": [["view"] * history_len] * n_users})
+    stamps = [EXAMPLE_START_S + 60 * i for i in range(history_len)]
+    return pd.DataFrame({"history": list(picks), "event_types": [["view"] * history_len] * n_users,
+                         "timestamps": [stamps] * n_users})
 
 
 def timed(fn, repeats: int) -> np.ndarray:
@@ -121,10 +129,13 @@ def summary(times_ms: np.ndarray) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", help="packaged pyfunc folder (default: build a synthetic one)")
-    parser.add_argument("--sequences", help="sequences folder of --package (request item ids)")
+    parser.add_argument("--sequences", help="sequences folder of --package (request item ids; "
+                        "its test.parquet gives each variant's NDCG@10)")
+    parser.add_argument("--params", default="params.yaml",
+                        help="params (registry.serve_workers, evaluate.*); absent = defaults")
     parser.add_argument("--items", type=int, default=12000)
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--hidden", type=int, default=64)
@@ -134,6 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single-repeats", type=int, default=300)
     parser.add_argument("--batch-users", type=int, default=1000)
     parser.add_argument("--batch-repeats", type=int, default=5)
+    parser.add_argument("--variants", default="fp32,int8",
+                        help="serving variants to compare; add `compiled` for torch.compile "
+                             "(minutes of compiling on 2 cores)")
+    parser.add_argument("--load-levels", default="1,8,32", help="concurrent clients per level")
+    parser.add_argument("--load-seconds", type=float, default=8.0, help="per level; 0 = no load")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="server workers (default: registry.serve_workers)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -142,12 +160,45 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/serving.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def load_params(path: str):
+    from pipeline.params import load_params as load
+    from pipeline.params import parse_params
+
+    return load(path) if Path(path).is_file() else parse_params({})
+
+
+def explain_cost(model, one, batch, k: int, args) -> dict:
+    """Latency with `explain` against without, same requests, same run."""
+    plain = timed(lambda: model.predict(one, params={"k": k}), args.single_repeats)
+    explained = timed(lambda: model.predict(one, params={"k": k, "explain": True}),
+                      args.single_repeats)
+    # Each explained user is len(history) more rows through the model: fewer repeats keep
+    # the whole bench within a few minutes on 2 cores.
+    batch_explained = timed(lambda: model.predict(batch, params={"k": k, "explain": True}),
+                            max(1, min(args.batch_repeats, 2)))
+    return {
+        "single_user": {"plain": summary(plain), "explain": summary(explained)},
+        "ratio_single_p99": round(float(np.percentile(explained, 99)
+                                        / np.percentile(plain, 99)), 2),
+        "batch_explain": summary(batch_explained),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.pyfunc
 
+    from bench.explain_faithfulness import faithfulness
+    from bench.load_serving import load_test
+    from bench.serving_variants import choose, measure_variants
+
     info = machine(("mlflow",))
+    params = load_params(args.params)
+    workers = args.workers or params.registry.serve_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.package:
@@ -159,13 +210,29 @@ def main(argv: list[str] | None = None) -> None:
         recommender = model.unwrap_python_model().recommender
         one = requests(sequences, 1, args.history_len, args.seed)
         batch = requests(sequences, args.batch_users, args.history_len, args.seed + 1)
-        params = {"k": args.k}
+        params_k = {"k": args.k}
         for _ in range(10):  # warm-up: first calls allocate and pick kernels
-            model.predict(one, params=params)
-        single_pyfunc = timed(lambda: model.predict(one, params=params), args.single_repeats)
+            model.predict(one, params=params_k)
+        single_pyfunc = timed(lambda: model.predict(one, params=params_k), args.single_repeats)
         single_core = timed(lambda: recommender.recommend(one, k=args.k), args.single_repeats)
-        batch_pyfunc = timed(lambda: model.predict(batch, params=params), args.batch_repeats)
+        batch_pyfunc = timed(lambda: model.predict(batch, params=params_k), args.batch_repeats)
         batch_core = timed(lambda: recommender.recommend(batch, k=args.k), args.batch_repeats)
+        explain = explain_cost(model, one, batch, args.k, args)
+        explain["faithfulness_top3"] = faithfulness(
+            model, requests(sequences, 30, args.history_len, args.seed + 2), 3,
+            recommender.max_k)
+        variants = measure_variants(
+            package, sequences if args.package else None, args.variants.split(","), one, batch,
+            args.k, args.single_repeats, args.batch_repeats, params, args.threads)
+        load = None
+        if args.load_seconds > 0:
+            row = one.iloc[0]
+            good = {"dataframe_records": [{name: [v.item() if hasattr(v, "item") else v
+                                                  for v in row[name]] for name in one.columns}],
+                    "params": params_k}
+            load = load_test(package, workers, good, Path(tmp),
+                             levels=[int(c) for c in args.load_levels.split(",")],
+                             duration_s=args.load_seconds)
 
     result = {
         "machine": info,
@@ -185,13 +252,23 @@ def main(argv: list[str] | None = None) -> None:
         },
         "target_single_user_p99_ms": 10.0,
         "meets_target": bool(np.percentile(single_pyfunc, 99) <= 10.0),
+        "explain": explain,
+        "variants": variants,
+        "variant_chosen": choose(variants),
+        "load": load,
     }
     # baseline: our own Recommender.recommend on the same requests (no MLflow schema layer)
     result["ratio_pyfunc_vs_recommender_p50"] = round(
         float(np.percentile(single_pyfunc, 50) / np.percentile(single_core, 50)), 2)
     rows = [{"what": name, **stats} for name, stats in result["single_user"].items()]
+    rows += [{"what": f"{name} (explain cost)", **stats}
+             for name, stats in explain["single_user"].items()]
     print_table(rows, ["what", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "n"],
-                title="one user, top-k (pyfunc vs the Recommender baseline)")
+                title="one user, top-k (pyfunc vs the Recommender baseline; explain)")
+    if load:
+        print_table(load["levels"], ["concurrency", "requests", "p50_ms", "p99_ms", "ok_per_s",
+                                     "malformed", "malformed_400", "errors"],
+                    title=f"load: {load['server']}, workers survived: {load['workers_survived']}")
     write_result("serving", result, Path(args.out))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import report_plots
 from bench.common import REPO_ROOT, RESULTS_DIR, table
+from bench.report_serving import serving_sections
 
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 IMG = REPO_ROOT / "docs" / "img"
@@ -233,6 +234,7 @@ def render(results: dict[str, dict], img: Path, link: str = "img") -> str:
     out += [table(speed, cols, markdown=True) if speed else "No results yet.", ""]
     out += _missing_speed(speed) + [""]
     out += _other_sections(results)
+    out += serving_sections(results.get("serving"))
     out += ["## Machines", "", _machines(results), ""]
     return "\n".join(out)
 

@@ -56,6 +56,8 @@ class RegistryParams(Section):
     default_event_type: str = "view"
     serve_batch_size: int = Field(default=1024, gt=0)
     serve_threads: int = Field(default=1, ge=0)
+    serve_workers: int = Field(default=2, gt=0)
+    serve_variant: Literal["fp32", "int8", "compiled"] = "fp32"
     card_max_slices: int = Field(default=12, ge=0)
 
     @model_validator(mode="after")

@@ -258,6 +258,11 @@ def run(args: argparse.Namespace) -> int:
             document["validation"] = validation_block(val_document, params.evaluate.report_k)
     if args.drift is not None:
         document["drift"] = json.loads(args.drift.read_text())
+    if args.report is not None and Path(args.model).is_dir():
+        from pipeline.evaluation.explained_users import explain_users
+
+        details["explained_users"] = explain_users(Path(args.model), args.sequences,
+                                                   params.registry, split=args.split)
     write_json(args.details, document)
     files = [args.details]
     if args.metrics is not None:

@@ -295,6 +295,10 @@ def write_outputs(
     title = "seqrec evaluation"
     summary = summary_line(document, report_k)
     tables = build_tables(document, details, report_k)
+    if details.get("explained_users"):
+        from pipeline.evaluation.explained_users import explained_table
+
+        tables.append(explained_table(details["explained_users"]))
     md_images = [(c, Path(os.path.relpath(p, report_dir)).as_posix()) for c, p in images]
     (report_dir / "eval.md").write_text(
         render_markdown(title, summary, tables, md_images), encoding="utf-8"

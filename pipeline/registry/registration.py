@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pipeline.errors import RegistryError, raise_if_unreachable
 from pipeline.registry import lineage, promotion, provenance
+from pipeline.serving.variants import VARIANT_TAG, package_variant
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,8 @@ def register(
     if not data_hash:
         raise RegistryError("no data hash (dvc.lock or data/sequences) for the idempotency key")
     key = f"{run_id}:{data_hash}"
-    tags = {**tags, lineage.TAG_PIPELINE_RUN: run_id, IDEMPOTENCY_TAG: key}
+    tags = {**tags, lineage.TAG_PIPELINE_RUN: run_id, IDEMPOTENCY_TAG: key,
+            VARIANT_TAG: package_variant(package_dir)}
 
     existing = find_version(client, name, key)
     if existing is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ModelError
+from pipeline.serving.variants import VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="finetuned model folder")
     parser.add_argument("--sequences", required=True, help="sequences folder (popularity, meta)")
     parser.add_argument("--out", required=True, help="MLflow model folder to write")
+    parser.add_argument(
+        "--variant", choices=VARIANTS, default=None,
+        help="serving variant (default: registry.serve_variant); pipeline/serving/variants.py",
+    )
 
 
 def popularity_table(sequences_dir: Path, top_n: int) -> dict[str, Any]:
@@ -95,7 +100,8 @@ def popularity_table(sequences_dir: Path, top_n: int) -> dict[str, Any]:
 
 
 def model_signature(default_k: int):
-    """Explicit schema: `history` required; `event_types`, `timestamps`, `k` optional."""
+    """Explicit schema: `history` required; `event_types`, `timestamps`, `k`, `explain`
+    optional; `explanations` only in answers to rows that ask (pipeline.serving.explain)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
@@ -106,6 +112,7 @@ def model_signature(default_k: int):
             ColSpec(Array(DataType.string), "event_types", required=False),
             ColSpec(Array(DataType.long), "timestamps", required=False),
             ColSpec(DataType.long, "k", required=False),
+            ColSpec(DataType.boolean, "explain", required=False),
         ]
     )
     outputs = Schema(
@@ -116,10 +123,26 @@ def model_signature(default_k: int):
             ColSpec(DataType.long, "unknown_items"),
             ColSpec(DataType.long, "unknown_event_types"),
             ColSpec(DataType.boolean, "fallback"),
+            ColSpec(Array(_explanation_type()), "explanations", required=False),
         ]
     )
-    params = ParamSchema([ParamSpec("k", DataType.long, default_k)])
+    params = ParamSchema([ParamSpec("k", DataType.long, default_k),
+                          ParamSpec("explain", DataType.boolean, False)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _explanation_type():
+    """One recommended item's explanation: its id, reason and top history events."""
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, Object, Property
+
+    event = Object([
+        Property("item_id", DataType.string), Property("event_type", DataType.string),
+        Property("timestamp", DataType.long, required=False), Property("weight", DataType.double),
+        Property("position", DataType.long),
+    ])
+    return Object([Property("item_id", DataType.string), Property("reason", DataType.string),
+                   Property("events", Array(event))])
 
 
 def input_example(popular_items: list[str], event_types: list[str], default_k: int):
@@ -165,14 +188,16 @@ def _drop_local_paths(model_path: Path, sources: dict[str, Path]) -> None:
     mlmodel.save(str(model_path / "MLmodel"))
 
 
-def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry) -> Path:
+def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry,
+                  variant: str | None = None) -> Path:
     """Save the pyfunc folder at `out_dir` (replacing a previous package) and return it.
 
     Args:
         model_dir: finetuned model folder (docs/interfaces.md "Model folders").
         sequences_dir: sequences folder, for the popularity fallback.
         out_dir: where the MLflow model folder goes.
-        registry: `RegistryParams` (k defaults, default event type, batch size).
+        registry: `RegistryParams` (k defaults, default event type, batch size, variant).
+        variant: serving variant; None = `registry.serve_variant`.
     """
     import os
 
@@ -204,6 +229,7 @@ def package_model(model_dir: Path, sequences_dir: Path, out_dir: Path, registry)
                 "default_event_type": registry.default_event_type,
                 "batch_size": registry.serve_batch_size,
                 "threads": registry.serve_threads,
+                "variant": variant or registry.serve_variant,
             },
             code_paths=[str(code_dir)],
             signature=model_signature(registry.default_k),
@@ -222,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.params import load_params
 
     params = load_params(args.params)
-    out = package_model(Path(args.model), Path(args.sequences), Path(args.out), params.registry)
-    print(f"package: {args.model} -> {out} (MLflow pyfunc, "
+    variant = args.variant or params.registry.serve_variant
+    out = package_model(Path(args.model), Path(args.sequences), Path(args.out), params.registry,
+                        variant)
+    print(f"package: {args.model} -> {out} (MLflow pyfunc, {variant}, "
           f"model name {params.registry.model_name})")
     return 0

@@ -8,10 +8,14 @@ nothing is pickled. The `pipeline` package travels with the model as `code_paths
 Request (a table, e.g. `dataframe_split` / `dataframe_records` JSON):
     history      list[str]  item ids, oldest first (required)
     event_types  list[str]  one per history entry (optional; default `registry.default_event_type`)
+    timestamps   list[int]  unix seconds, one per history entry (models with time gaps need them)
     k            int        how many items (optional; else the `k` param, else `registry.default_k`)
+    explain      bool       explain this row's items (optional; else the `explain` param, false)
 Response, one row per request row:
     items, scores (next-item probabilities), purchase_probability, unknown_items,
-    unknown_event_types, fallback (True when popularity answered: no known item in the history)
+    unknown_event_types, fallback (True when popularity answered: no known item in the history),
+    and, when a row asks, explanations (one per item: reason and top history events;
+    pipeline.serving.explain)
 
 A malformed request (no `history`, a history that is not a list, k out of range, event types
 not matching the history) raises an MlflowException with a one-line message; the scoring
@@ -51,6 +55,7 @@ class SeqrecPyfunc(PythonModel):
             max_k=int(config["max_k"]),
             default_event_type=str(config["default_event_type"]),
             batch_size=int(config["batch_size"]),
+            variant=str(config.get("variant", "fp32")),
         )
 
     # NOTE: no type hints on model_input: MLflow would derive a signature from them; the
@@ -61,8 +66,9 @@ class SeqrecPyfunc(PythonModel):
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
         k = (params or {}).get("k")
+        explain = bool((params or {}).get("explain") or False)
         try:
-            return self.recommender.recommend(model_input, k=k)
+            return self.recommender.recommend(model_input, k=k, explain=explain)
         except RequestError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
 

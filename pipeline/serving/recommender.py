@@ -27,6 +27,7 @@ from pipeline.serving.request_encoding import (
     TIMESTAMPS_COLUMN,
     RequestError,
     encode_requests,
+    request_explain,
     request_k,
 )
 
@@ -66,6 +67,7 @@ class Recommender:
         max_k: largest k a row may ask for.
         default_event_type: event type of history entries that come without one.
         batch_size: users per forward pass (bounds the (B, vocab_size) logits in memory).
+        variant: `fp32` or `int8` (`pipeline.serving.variants`).
     """
 
     def __init__(
@@ -76,11 +78,14 @@ class Recommender:
         max_k: int,
         default_event_type: str,
         batch_size: int,
+        variant: str = "fp32",
     ) -> None:
         from pipeline.model.folder import load_model_dir
+        from pipeline.serving.variants import compress
 
-        self.model, config, vocab = load_model_dir(model_dir)
-        self.model.eval()
+        model, config, vocab = load_model_dir(model_dir)
+        self.model = compress(model.eval(), variant)
+        self.variant = variant
         self.max_len = int(_config_value(config, "max_len"))
         self.event_types = list(_config_value(config, "event_types"))
         self.needs_ts = int(getattr(config, "time_gap_buckets", 0) or 0) > 0
@@ -97,16 +102,45 @@ class Recommender:
         self.index_to_item = np.full(size, "", dtype=object)
         self.index_to_item[self.vocab_index] = vocab["item_id"].astype(str).to_numpy()
         self.popularity = Popularity.load(popularity_path)
+        # The fallback's score of each token (0 off the table): what an emptied history scores.
+        self.popularity_by_token = np.zeros(size, dtype=np.float64)
+        lookup = pd.Series(self.vocab_index, index=vocab["item_id"].astype(str).to_numpy())
+        known = np.isin(self.popularity.item_ids, lookup.index)
+        self.popularity_by_token[lookup[self.popularity.item_ids[known]].to_numpy()] = (
+            self.popularity.scores[known])
         self.default_k = default_k
         self.max_k = min(max_k, len(self.vocab_index))
         self.batch_size = batch_size
 
-    def recommend(self, request: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
-        """Top-k items per request row; see the module docstring for the columns."""
+    def probabilities(self, items: np.ndarray, types: np.ndarray, ts: np.ndarray | None):
+        """Next-item probabilities (b, V) and purchase logits (b,) of LEFT-padded histories.
+
+        The response's `scores` are these probabilities; explanations rescore with the same
+        call, so an event's weight is measured on exactly the score the shopper is shown.
+        """
+        import torch
+
+        with torch.inference_mode():
+            item_logits, purchase_logit = self.model.score_last(
+                torch.from_numpy(items), torch.from_numpy(types),
+                None if ts is None else torch.from_numpy(ts),
+            )  # (b, V), (b,)
+            probs = torch.softmax(item_logits.float(), dim=-1)  # reserved -inf -> 0
+        return probs, purchase_logit
+
+    def recommend(
+        self, request: pd.DataFrame, k: int | None = None, explain: bool = False
+    ) -> pd.DataFrame:
+        """Top-k items per request row; see the module docstring for the columns.
+
+        With `explain` (or an `explain` column), rows asking for it also get `explanations`
+        (`pipeline.serving.explain`); other rows get None there.
+        """
         import torch
 
         default_k = self.default_k if k is None else int(k)
         ks = request_k(request, default_k, self.max_k)
+        explain_rows = request_explain(request, explain)
         batch = encode_requests(
             request,
             self.vocab_ids,
@@ -122,39 +156,36 @@ class Recommender:
             )
         n_rows = len(request)
         k_top = int(ks.max(initial=1))
-        top_items = np.empty((n_rows, k_top), dtype=object)
+        top_tokens = np.full((n_rows, k_top), -1, dtype=np.int64)  # -1: popularity answered
         top_scores = np.zeros((n_rows, k_top), dtype=np.float64)
         purchase = np.full(n_rows, self.popularity.purchase_rate, dtype=np.float64)
         fallback = batch.lengths == 0
 
         pop_k = min(k_top, len(self.popularity.item_ids))
-        top_items[fallback, :pop_k] = self.popularity.item_ids[:pop_k]
         top_scores[fallback, :pop_k] = self.popularity.scores[:pop_k]
 
         model_rows = np.flatnonzero(~fallback)
-        with torch.inference_mode():
-            for start in range(0, len(model_rows), self.batch_size):
-                rows = model_rows[start : start + self.batch_size]
-                # Trim the shared left padding of this chunk: padding costs as much as events.
-                width = int(batch.lengths[rows].max())
-                items = torch.from_numpy(batch.items[rows, -width:])  # (b, T)
-                types = torch.from_numpy(batch.types[rows, -width:])  # (b, T)
-                ts = None if batch.ts is None else torch.from_numpy(batch.ts[rows, -width:])
-                item_logits, purchase_logit = self.model.score_last(
-                    items, types, ts
-                )  # (b, V), (b,)
-                probs = torch.softmax(item_logits.float(), dim=-1)  # reserved -inf -> 0
-                scores, index = torch.topk(probs, k_top, dim=-1)  # (b, k)
-                top_items[rows] = self.index_to_item[index.numpy()]
-                top_scores[rows] = scores.double().numpy()
-                purchase[rows] = torch.sigmoid(purchase_logit.float()).double().numpy()
+        for start in range(0, len(model_rows), self.batch_size):
+            rows = model_rows[start : start + self.batch_size]
+            # Trim the shared left padding of this chunk: padding costs as much as events.
+            width = int(batch.lengths[rows].max())
+            probs, purchase_logit = self.probabilities(
+                batch.items[rows, -width:], batch.types[rows, -width:],
+                None if batch.ts is None else batch.ts[rows, -width:],
+            )
+            scores, index = torch.topk(probs, k_top, dim=-1)  # (b, k)
+            top_tokens[rows] = index.numpy()
+            top_scores[rows] = scores.double().numpy()
+            purchase[rows] = torch.sigmoid(purchase_logit.float()).double().numpy()
 
+        top_items = self.index_to_item[top_tokens.clip(min=0)]
+        top_items[fallback, :pop_k] = self.popularity.item_ids[:pop_k]
         if np.all(ks == k_top):
             items_out, scores_out = list(top_items), list(top_scores)
         else:
             items_out = [top_items[r, : ks[r]] for r in range(n_rows)]
             scores_out = [top_scores[r, : ks[r]] for r in range(n_rows)]
-        return pd.DataFrame(
+        response = pd.DataFrame(
             {
                 "items": items_out,
                 "scores": scores_out,
@@ -165,3 +196,10 @@ class Recommender:
             },
             index=request.index,
         )
+        if explain_rows.any():
+            from pipeline.serving.explain import explain_top_k
+
+            response["explanations"] = explain_top_k(
+                self, batch, np.flatnonzero(explain_rows), top_tokens, top_scores, ks
+            )
+        return response

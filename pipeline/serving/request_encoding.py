@@ -20,6 +20,7 @@ HISTORY_COLUMN = "history"
 EVENT_TYPES_COLUMN = "event_types"
 TIMESTAMPS_COLUMN = "timestamps"
 K_COLUMN = "k"
+EXPLAIN_COLUMN = "explain"
 OUTPUT_COLUMNS = (
     "items",
     "scores",
@@ -80,6 +81,22 @@ def request_k(request: pd.DataFrame, default_k: int, max_k: int) -> np.ndarray:
     return k
 
 
+def request_explain(request: pd.DataFrame, default: bool) -> np.ndarray:
+    """Per-row flag: the `explain` column where given (true/false), else `default`."""
+    if EXPLAIN_COLUMN not in request.columns:
+        return np.full(len(request), bool(default))
+    flags = np.full(len(request), bool(default))
+    for row, value in enumerate(request[EXPLAIN_COLUMN].to_numpy(dtype=object)):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        if not isinstance(value, bool | np.bool_):
+            raise RequestError(
+                f"request row {row}: {EXPLAIN_COLUMN!r} must be true or false, got {value!r}"
+            )
+        flags[row] = bool(value)
+    return flags
+
+
 @dataclass(frozen=True)
 class EncodedBatch:
     items: np.ndarray  # (B, T) int64, LEFT-padded with 0
@@ -88,6 +105,9 @@ class EncodedBatch:
     unknown_items: np.ndarray  # (B,) int64
     unknown_event_types: np.ndarray  # (B,) int64
     ts: np.ndarray | None = None  # (B, T) int64 unix seconds, when the request sent them
+    # (B, T) int64: each kept event's index in the row's `history` as sent (unknown items
+    # count), -1 on padding; explanations name events by it.
+    positions: np.ndarray | None = None
 
 
 def _check_lengths(lengths: np.ndarray, expected: np.ndarray, column: str) -> np.ndarray:
@@ -151,6 +171,7 @@ def encode_requests(
     lengths_all = pc.fill_null(pc.list_value_length(histories), 0).to_numpy().astype(np.int64)
     flat_ids = pc.list_flatten(histories)
     parents = pc.list_parent_indices(histories).to_numpy().astype(np.int64)
+    row_offsets = np.concatenate([[0], np.cumsum(lengths_all)[:-1]]).astype(np.int64)
 
     slot = pc.index_in(flat_ids, value_set=vocab_ids).to_numpy(zero_copy_only=False)
     known = ~np.isnan(slot) if slot.dtype.kind == "f" else np.ones(len(slot), dtype=bool)
@@ -187,6 +208,9 @@ def encode_requests(
     types_out = np.zeros_like(items)
     items[keep_rows[inside], cols] = tokens[known][inside]
     types_out[keep_rows[inside], cols] = type_ids[known][inside]
+    positions = np.full_like(items, -1)
+    sent_at = np.arange(len(parents), dtype=np.int64) - row_offsets[parents]
+    positions[keep_rows[inside], cols] = sent_at[known][inside]
     ts_out = None
     if TIMESTAMPS_COLUMN in request.columns:
         ts_out = np.zeros_like(items)
@@ -195,6 +219,7 @@ def encode_requests(
         ]
     return EncodedBatch(
         ts=ts_out,
+        positions=positions,
         items=items,
         types=types_out,
         lengths=np.minimum(known_counts, width),

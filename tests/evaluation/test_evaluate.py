@@ -118,6 +118,16 @@ def test_full_stage_writes_metrics_plots_report_and_mlflow(project):
     markdown = (project / "reports/eval.md").read_text()
     assert "## Model vs baselines" in markdown and "| transitions |" in markdown
     assert "## Slices: NDCG@10" in markdown and "pretraining gain" in markdown
+    # A few test users explained: each row names the user, their next event and 3 items,
+    # each with a reason the explainer gives.
+    explained = markdown.split("## A few explained users", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in explained.splitlines() if line.startswith("| ")][2:]
+    assert len(rows) == 5
+    for row in rows:
+        items = row.split(" | ")[3].split("; ")
+        assert len(items) == 3
+        assert all(i.split(": ")[1].split(" ")[0] in {"repeat", "similar_to", "popular"}
+                   for i in items)
     page = (project / "reports/eval.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and page.count("<table>") >= 4
 

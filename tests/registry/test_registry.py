@@ -94,6 +94,7 @@ def test_register_logs_model_with_lineage_card_and_challenger(project, monkeypat
     assert tags["seqrec.gate_passed"] == "true"
     assert len(tags[lineage.TAG_PARAMS_HASH]) == 16
     assert tags[IDEMPOTENCY_TAG] == f"{version.run_id}:aaa111.dir"
+    assert tags["seqrec.serving_variant"] == "fp32"  # what the package serves
     # Model card: metrics against the champion's scores, slices, data stats, gate report.
     card = version.description
     assert "| ndcg@10 | 0.3000 | 0.2500 | +0.0500 |" in card

@@ -74,6 +74,7 @@ def test_package_is_code_not_pickle_and_relocatable(built):
         "event_types": False,
         "timestamps": False,
         "k": False,
+        "explain": False,
     }
 
 
@@ -149,6 +150,45 @@ def test_encoding_left_pads_and_keeps_most_recent_events():
         encode_requests(
             pd.DataFrame({"history": [["a"], "a"]}), vocab_ids, vocab_index, ["view"], 1, 3
         )
+
+
+def test_int8_variant_is_recorded_quantized_and_scores_like_fp32(built, pyfunc, tmp_path):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    from pipeline.serving.variants import package_variant
+
+    root, sequences, model_dir, fp32_out = built
+    out = tmp_path / "int8_model"
+    run_cli("package", "--model", str(model_dir), "--sequences", str(sequences),
+            "--out", str(out), "--variant", "int8", cwd=root)
+    assert package_variant(out) == "int8" and package_variant(fp32_out) == "fp32"
+    int8 = mlflow.pyfunc.load_model(str(out))
+    served = int8.unwrap_python_model().recommender.model
+    quantized = [n for n, m in served.named_modules() if isinstance(m, DynamicInt8Linear)]
+    assert quantized and all(not n.startswith("encoder") for n in quantized)
+    request = pd.DataFrame({"history": [["item1", "item2", "item3"], ["item7"], ["item0"]]})
+    for a, b in zip(pyfunc.predict(request, params={"k": 12}).itertuples(),
+                    int8.predict(request, params={"k": 12}).itertuples(), strict=True):
+        fp32_scores = dict(zip(a.items, a.scores, strict=True))
+        int8_scores = dict(zip(b.items, b.scores, strict=True))
+        assert max(abs(fp32_scores[i] - int8_scores[i]) for i in fp32_scores) < 0.01
+
+
+@pytest.mark.slow  # Inductor compiles C++ at load: ~1 CPU minute even for the tiny model
+def test_compiled_variant_answers_like_fp32(built, pyfunc):
+    """torch.compile changes the kernels, not the numbers (Inductor compiles at load)."""
+    compiled = mlflow.pyfunc.load_model(str(built[3]), model_config={"variant": "compiled"})
+    served = compiled.unwrap_python_model().recommender
+    assert served.variant == "compiled"
+    assert hasattr(served.model.score_last, "_torchdynamo_orig_callable")
+    request = pd.DataFrame(
+        {"history": [["item1", "item2", "item3"], ["item7"], ["item0", "item4"]]})
+    want = pyfunc.predict(request, params={"k": 5, "explain": True})
+    got = compiled.predict(request, params={"k": 5, "explain": True})
+    for a, b in zip(want.itertuples(), got.itertuples(), strict=True):
+        assert list(a.items) == list(b.items)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        assert [e["reason"] for e in a.explanations] == [e["reason"] for e in b.explanations]
 
 
 def test_package_refuses_to_replace_a_foreign_folder(built, tmp_path):

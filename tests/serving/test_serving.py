@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -11,6 +10,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
+from bench.load_serving import MALFORMED, stop_server
 from pipeline.cli import main
 from tests.conftest import cli_env, free_port, run_cli, use_store, wait_http
 from tests.registry_fixtures import make_package, write_project_files
@@ -103,22 +103,37 @@ def test_mlflow_models_serve_answers_invocations(champion, project):
         assert rows[1]["fallback"] is True and 0 <= rows[0]["purchase_probability"] <= 1
         status, body = post_json(url, {"dataframe_records": [{"history": ["item3"], "k": 2}]})
         assert status == 200 and len(body["predictions"][0]["items"]) == 2
+        # Explanations, asked by a column or by the param: one per item, in the items' order.
+        status, body = post_json(
+            url, {"dataframe_records": [{"history": ["item1", "item2"], "explain": True}],
+                  "params": {"k": 3}},
+        )
+        assert status == 200, body
+        row = body["predictions"][0]
+        assert [e["item_id"] for e in row["explanations"]] == row["items"]
+        assert {e["reason"] for e in row["explanations"]} <= {"repeat", "similar_to", "popular"}
+        events = [ev for e in row["explanations"] for ev in e["events"]]
+        assert events and {ev["item_id"] for ev in events} <= {"item1", "item2"}
+        status, body = post_json(
+            url, {"dataframe_split": {"columns": ["history"], "data": [[["item1"]], [[]]]},
+                  "params": {"k": 2, "explain": True}},
+        )
+        assert status == 200 and body["predictions"][1]["explanations"][0]["reason"] == "popular"
         # A malformed request is a 400 naming the rule, not a 500.
         status, body = post_json(url, {"dataframe_records": [{"history": ["item3"], "k": 0}]})
         assert status == 400 and "k must be in 1.." in body["message"]
+        # Every kind the load benchmark mixes in is a 400, and the server answers after them.
+        for name, bad in MALFORMED.items():
+            data = bad.encode() if isinstance(bad, str) else json.dumps(bad).encode()
+            request = urllib.request.Request(url, data=data,
+                                             headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=60)
+            assert refused.value.code == 400, name
+        status, _ = post_json(url, {"dataframe_records": [{"history": ["item3"]}]})
+        assert status == 200
     finally:
-        stop_group(proc)
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """Stop the server we started and its uvicorn child (same process group)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_server(proc)  # and its uvicorn child (same process group)
 
 
 def test_score_cli_from_folder_csv_and_parquet(project, tmp_path):
@@ -151,6 +166,20 @@ def test_score_cli_from_folder_csv_and_parquet(project, tmp_path):
     )
     same = pd.read_parquet(out)
     assert list(same["items"][0]) == list(topk["items"][0]) + list(same["items"][0])[4:]
+
+    # --explain: the same items, each with its reason and events (timestamps as sent).
+    stamped = tmp_path / "stamped.csv"
+    stamped.write_text("user_id,history,timestamps\nu1,item1 item2 item3,100 200 300\nu2,,\n")
+    explained = tmp_path / "explained.parquet"
+    run_cli("score", "--model", str(package), "--input", str(stamped), "--out", str(explained),
+            "--k", "4", "--explain", cwd=project)
+    why = pd.read_parquet(explained)
+    assert list(why["items"][0]) == list(topk["items"][0])
+    assert [e["item_id"] for e in why["explanations"][0]] == list(why["items"][0])
+    sent = {"item1": 100, "item2": 200, "item3": 300}
+    events = [ev for e in why["explanations"][0] for ev in e["events"]]
+    assert events and all(sent[ev["item_id"]] == ev["timestamp"] for ev in events)
+    assert {e["reason"] for e in why["explanations"][1]} == {"popular"}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("user_id,items\nu1,item1\n")
