@@ -6,6 +6,8 @@ changes, so the DAG rebuilds (`retrain.init: pretrained`: pretraining from rando
 on the whole history) when:
 
 - `retrain.dag_init` is `pretrained` (the operator asked for rebuilds only);
+- the `model` params no longer describe the champion's architecture (a new default after an
+  upgrade, a wider model): its weights cannot be carried over;
 - there is no `@champion` (or its folder could not be seeded) to start from;
 - the drift report (`reports/drift.json`, the `drift` stage) says the new snapshot drifted
   from the champion's training data;
@@ -37,7 +39,8 @@ WARM_RUNS_TAG = "seqrec.warm_runs"
 WARM, REBUILD = "warm", "rebuild"
 
 
-def choose(retrain, seeded_version: str | None, warm_runs: int, drift: dict | None) -> dict:
+def choose(retrain, seeded_version: str | None, warm_runs: int, drift: dict | None,
+           changed: list[str] | None = None) -> dict:
     """The decision as `{mode, reason, warm_runs}`; a pure function of its inputs.
 
     Args:
@@ -45,11 +48,16 @@ def choose(retrain, seeded_version: str | None, warm_runs: int, drift: dict | No
         seeded_version: the champion version whose folder the workspace holds, or None.
         warm_runs: warm runs in a row behind that champion (its `seqrec.warm_runs` tag).
         drift: the drift report, or None when there is none.
+        changed: architecture fields whose params differ from the champion's
+            (`architecture_changes`).
     """
     if retrain.dag_init == "pretrained":
         return _decision(REBUILD, "retrain.dag_init is pretrained")
     if seeded_version is None:
         return _decision(REBUILD, "no @champion to warm-start from")
+    if changed:
+        return _decision(REBUILD, "architecture changed since the champion: "
+                                  + ", ".join(changed))
     if drift is not None and drift.get("drifted"):
         return _decision(REBUILD, "drift: " + "; ".join(drift.get("reasons", [])))
     every = retrain.rebuild_every_n_runs
@@ -63,6 +71,27 @@ def choose(retrain, seeded_version: str | None, warm_runs: int, drift: dict | No
 
 def _decision(mode: str, reason: str, warm_runs: int = 0) -> dict:
     return {"mode": mode, "reason": reason, "warm_runs": warm_runs}
+
+
+def architecture_changes(params, champion_dir: Path) -> list[str]:
+    """`field: champion -> params` for each architecture field the params set differently.
+
+    Only fields the params decide (the data decides vocabulary and feature counts, which a
+    warm start maps). A folder without config.json has nothing to compare: [].
+    """
+    from pipeline.model.transformer import ModelConfig
+
+    config_path = champion_dir / "config.json"
+    if not config_path.is_file():
+        return []
+    theirs = ModelConfig.from_dict(json.loads(config_path.read_text()), str(config_path))
+    m = params.model
+    ours = {"max_len": params.sequences.max_len, "hidden_dim": m.hidden_dim,
+            "n_layers": m.n_layers, "n_heads": m.n_heads, "ffn_dim": m.ffn_dim or m.hidden_dim,
+            "time_gap_buckets": m.time_gap_buckets, "repeat_head": m.repeat_head,
+            "positions": m.positions, "transition_top_k": m.transition_top_k}
+    return [f"{key} {getattr(theirs, key)} -> {value}" for key, value in ours.items()
+            if getattr(theirs, key) != value]
 
 
 def champion_warm_runs(project: Path, model_name: str, version: str | None) -> int:
@@ -88,7 +117,9 @@ def decide_and_apply(project: Path, info: dict[str, Any]) -> dict:
     drift_path = workspace / DRIFT_REPORT
     drift = json.loads(drift_path.read_text()) if drift_path.is_file() else None
     warm_runs = champion_warm_runs(project, params.registry.model_name, seeded)
-    decision = choose(params.retrain, seeded, warm_runs, drift)
+    changed = (architecture_changes(params, workspace / params.retrain.init_from)
+               if seeded is not None and params.retrain.init_from else [])
+    decision = choose(params.retrain, seeded, warm_runs, drift, changed)
     decision["champion_version"] = seeded
     decision["drift"] = None if drift is None else {
         key: drift.get(key) for key in ("drifted", "reasons", "reference")}
