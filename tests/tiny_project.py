@@ -34,6 +34,8 @@ def tiny_project(dest: Path, overrides: dict = TINY_PARAMS) -> Path:
         cwd=REPO_ROOT, capture_output=True, text=True, check=True,
     ).stdout.split("\0")
     for name in filter(None, files):
+        if name == "dvc.lock":  # a run's record (`make run` leaves one untracked), not source
+            continue
         source = REPO_ROOT / name
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
