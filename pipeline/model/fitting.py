@@ -191,7 +191,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         MLflowStage,
         Throughput,
     )
-    from pipeline.model.training import VAL_METRIC, SeqRecModule
+    from pipeline.model.training import VAL_METRIC, SeqRecModule, validation_score
 
     started = time.perf_counter()
     section = params.finetune if spec.finetune else params.pretrain
@@ -281,10 +281,15 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
     )
     finished = resume is not None and checkpoint_finished(resume)
     resumed_from_step = _ckpt_step(resume) if resume else None
+    start = None  # a started model is a candidate too: fine-tuning never ends below it
     if finished:
         log.info("%s: training had already finished (early stopping); exporting", resume)
         tracker.setup(trainer, module, "fit")
     else:
+        if spec.finetune and init_hash is not None and resume is None:
+            start = (validation_score(module, val_loader, t.limit_val_batches),
+                     {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()})
+            spec.extra[f"start_{VAL_METRIC}"] = start[0]
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
         if spec.checkpoints is not None:  # the final state, so a re-run knows it is done
             trainer.save_checkpoint(spec.checkpoints / LAST_CKPT, weights_only=False)
@@ -294,6 +299,13 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         module.load_state_dict(state)
     if best_weights is not None and best_weights.state is not None:
         module.load_state_dict(best_weights.state)
+    best_score = best_cb.best_model_score if best_cb is not None else None
+    if start is not None and (best_score is None or start[0] > best_score):
+        module.load_state_dict(start[1])  # no epoch beat the start on validation: keep it
+        best_score = start[0]
+        spec.extra["kept_start"] = True
+        if best_path is not None:  # a re-run that finds training finished exports the same
+            trainer.save_checkpoint(best_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {
         "stage": spec.name, "init": init_name(spec),
@@ -301,8 +313,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         "resumed_from": str(resume) if resume else None,
         "resumed_from_step": resumed_from_step,
         "best_checkpoint": str(best_path) if best_path and best_path.is_file() else None,
-        f"best_{VAL_METRIC}": float(best_cb.best_model_score) if best_cb is not None and
-        best_cb.best_model_score is not None else
+        f"best_{VAL_METRIC}": float(best_score) if best_score is not None else
         best_weights.best if best_weights is not None and best_weights.best is not None
         else metrics.get(VAL_METRIC),
         "stopped_early": bool(early is not None and early.stopped_epoch > 0) or finished,

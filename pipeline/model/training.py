@@ -217,3 +217,25 @@ class SeqRecModule(pl.LightningModule):
 def real_tokens(batch: dict[str, torch.Tensor]) -> int:
     """Non-padding input events in a training batch (for tokens/s)."""
     return int((batch["items"] != PAD).sum())
+
+
+@torch.no_grad()
+def validation_score(module: SeqRecModule, loader, limit_batches: int | float | None = None
+                     ) -> float:
+    """Mean validation NDCG@10 of `module` as it is (fine-tuning's starting point), on the
+    module's current device; `limit_batches` as the Trainer's `limit_val_batches`."""
+    if isinstance(limit_batches, float):
+        limit = max(1, int(len(loader) * limit_batches)) if limit_batches < 1 else len(loader)
+    else:
+        limit = len(loader) if limit_batches is None else limit_batches
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    total, count = 0.0, 0
+    for index, batch in enumerate(loader):
+        if index >= limit:
+            break
+        ndcg, _ = module.validation_ranks({k: v.to(device) for k, v in batch.items()})
+        total, count = total + float(ndcg.sum()), count + len(ndcg)
+    module.train(was_training)
+    return total / max(count, 1)

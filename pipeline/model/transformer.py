@@ -124,7 +124,11 @@ class SeqRecModel(nn.Module):
         )
         self.feature_emb = None
         if config.n_features:
-            self.feature_emb = nn.Embedding(config.n_features, d, padding_idx=PAD)
+            # A bag summing each item's feature embeddings (the padding id adds nothing): the
+            # (items, features per item, D) tensor of a plain lookup is never built; it cost
+            # most of a training step on Amazon's 37 attributes per item.
+            self.feature_emb = nn.EmbeddingBag(config.n_features, d, mode="sum",
+                                               padding_idx=PAD)
             # Which feature tokens each item has: data, but saved with the weights so serving
             # scores with the same features (filled by `set_item_features`).
             self.register_buffer("item_features", torch.zeros(
@@ -150,11 +154,11 @@ class SeqRecModel(nn.Module):
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
+        if isinstance(module, nn.Linear | nn.Embedding | nn.EmbeddingBag):
             nn.init.normal_(module.weight, std=INIT_STD)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            if not isinstance(module, nn.Linear) and module.padding_idx is not None:
                 nn.init.zeros_(module.weight[module.padding_idx])
 
     def _attention_mask(self, items: torch.Tensor) -> torch.Tensor:
@@ -249,14 +253,16 @@ class SeqRecModel(nn.Module):
         not only noise)."""
         vectors = self.item_emb(items)
         if self.feature_emb is not None:
-            vectors = vectors + self.feature_emb(self.item_features[items]).sum(-2)
+            tokens = self.item_features[items]  # (..., K)
+            bags = self.feature_emb(tokens.reshape(-1, tokens.shape[-1]))  # (n, D)
+            vectors = vectors + bags.reshape(vectors.shape)
         return vectors
 
     def item_table(self) -> torch.Tensor:
         """(vocab_size, D): `item_vectors` of every token, the tied output layer."""
         table = self.item_emb.weight
         if self.feature_emb is not None:
-            table = table + self.feature_emb(self.item_features).sum(-2)
+            table = table + self.feature_emb(self.item_features)
         return table
 
     def item_logits(self, hidden: torch.Tensor, last_items: torch.Tensor | None = None,
@@ -273,10 +279,12 @@ class SeqRecModel(nn.Module):
             return logits
         if last_items is None or next_types is None:
             raise ModelError("model uses transition_top_k: pass the last items and next types")
-        counts = successor_counts(self.successors, self.successor_counts, last_items,
-                                  self.config.vocab_size, leave_out)  # (N, V)
-        prior = self.transition_weight(next_types) * torch.log1p(counts[:, N_RESERVED:])
-        return logits + prior
+        ids, counts = successor_counts(self.successors, self.successor_counts, last_items,
+                                       leave_out)  # (N, K): unused slots are PAD, count 0
+        prior = self.transition_weight(next_types) * torch.log1p(counts)  # (N, K)
+        # Slot ids are distinct per row, so adding in place of a dense (N, V) count is exact.
+        return logits.scatter_add(1, (ids - N_RESERVED).clamp(min=0),
+                                  prior.masked_fill(ids < N_RESERVED, 0.0).to(logits.dtype))
 
     def default_query_types(self) -> list[int]:
         """Type ids scored by `score_last`: the fine-tuning targets (every type if none)."""

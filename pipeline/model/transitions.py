@@ -47,15 +47,14 @@ def successor_table(items: np.ndarray, vocab_size: int, top_k: int) -> tuple[np.
 
 
 def successor_counts(successors: torch.Tensor, counts: torch.Tensor, last_items: torch.Tensor,
-                     vocab_size: int, leave_out: torch.Tensor | None = None) -> torch.Tensor:
-    """Dense (N, vocab_size) counts of what followed each of the (N,) last items.
+                     leave_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) last items -> their (N, K) successor ids and counts (sparse: what the prior adds
+    to; a dense (N, vocab) count would cost a catalogue-wide tensor per position).
 
-    `leave_out` (N,) targets of training positions: their own pair is removed from the count.
+    `leave_out` (N,) targets of training positions: their own pair is removed from the count
+    (never below zero). Unused slots keep id PAD with count 0.
     """
-    dense = torch.zeros(last_items.shape[0], vocab_size, device=counts.device)
-    dense.scatter_add_(1, successors[last_items], counts[last_items])  # slot 0s add to PAD
+    ids, found = successors[last_items], counts[last_items]  # (N, K)
     if leave_out is not None:
-        rows = torch.arange(last_items.shape[0], device=counts.device)
-        dense[rows, leave_out] = (dense[rows, leave_out] - 1).clamp(min=0)
-    dense[:, PAD] = 0.0
-    return dense
+        found = (found - (ids == leave_out[:, None]).to(found.dtype)).clamp(min=0)
+    return ids, found

@@ -294,6 +294,29 @@ def test_finetune_from_scratch_and_pretrained_mismatches(tmp_path, mlflow_uri, c
         load_initial_weights(None, tmp_path / "missing", None)
 
 
+def test_finetune_that_never_beats_its_start_exports_the_start(tmp_path, mlflow_uri):
+    """Validation picks among the start and every epoch: a fine-tune that only makes the
+    model worse (here an absurd learning rate) exports the pretrained weights unchanged."""
+    from safetensors.torch import load_file
+
+    seq = write_tiny_sequences(tmp_path / "seq")
+    params = write_params(tmp_path / "params.yaml", pretrain={"epochs": 4},
+                          finetune={"epochs": 2, "lr": 50.0, "warmup_steps": 0})
+    common = ["--params", str(params)]
+    assert main([*common, "pretrain", "--sequences", str(seq), "--out",
+                 str(tmp_path / "pre")]) == 0
+    out = tmp_path / "ft"
+    assert main([*common, "finetune", "--sequences", str(seq), "--pretrained",
+                 str(tmp_path / "pre"), "--out", str(out), "--checkpoints",
+                 str(tmp_path / "ck")]) == 0
+    training = json.loads((out / "training.json").read_text())
+    assert training["kept_start"] is True
+    assert training["best_val_ndcg@10"] == training["start_val_ndcg@10"] > 0
+    before = load_file(tmp_path / "pre" / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert torch.equal(before["item_emb.weight"], after["item_emb.weight"])
+
+
 def test_killed_finetune_resumes_from_its_step_checkpoint(tmp_path, mlflow_uri):
     """SIGKILL mid-epoch after a step checkpoint; the re-run continues from that step."""
     seq = write_tiny_sequences(tmp_path / "seq", n_users=400)

@@ -28,9 +28,13 @@ def test_successor_table_counts_consecutive_pairs_and_keeps_the_top_k():
 def test_a_training_pair_is_left_out_of_its_own_count():
     successors, counts = (torch.from_numpy(x) for x in successor_table(ROWS, 7, 2))
     last = torch.tensor([3, 3, 6])
-    dense = successor_counts(successors, counts, last, 7)
-    assert dense[0, 4] == 4 and dense[0, 5] == 1 and dense[2].sum() == 0
-    left_out = successor_counts(successors, counts, last, 7, leave_out=torch.tensor([4, 5, 3]))
+
+    def dense(leave_out=None):
+        ids, found = successor_counts(successors, counts, last, leave_out)
+        return torch.zeros(len(last), 7).scatter_add_(1, ids, found)
+
+    assert dense()[0, 4] == 4 and dense()[0, 5] == 1 and dense()[2, 1:].sum() == 0
+    left_out = dense(leave_out=torch.tensor([4, 5, 3]))
     assert left_out[0, 4] == 3 and left_out[1, 5] == 0 and left_out[1, 4] == 4
     assert left_out[2].sum() == 0  # an item never followed stays at zero, not -1
 
