@@ -142,6 +142,11 @@ class Throughput(pl.Callback):
         pl_module.log("tokens_per_s", summary["tokens_per_s"], rank_zero_only=True)
 
 
+def cpu_state(module) -> dict:
+    """A detached CPU copy of `module`'s state dict (a candidate to restore later)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
 class BestWeights(pl.Callback):
     """Keeps, in memory, the weights of the best validation so far (pretraining exports them:
     a time budget may run past the best epoch, and fine-tuning should start from the best)."""
@@ -157,8 +162,7 @@ class BestWeights(pl.Callback):
             return
         if self.best is None or float(value) > self.best:
             self.best = float(value)
-            self.state = {k: v.detach().to("cpu", copy=True)
-                          for k, v in pl_module.state_dict().items()}
+            self.state = cpu_state(pl_module)
 
 
 class EpochLine(pl.Callback):

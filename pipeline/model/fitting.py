@@ -190,6 +190,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         FreezePolicy,
         MLflowStage,
         Throughput,
+        cpu_state,
     )
     from pipeline.model.training import VAL_METRIC, SeqRecModule, validation_score
 
@@ -288,7 +289,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
     else:
         if spec.finetune and init_hash is not None and resume is None:
             start = (validation_score(module, val_loader, t.limit_val_batches),
-                     {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()})
+                     cpu_state(module))
             spec.extra[f"start_{VAL_METRIC}"] = start[0]
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
         if spec.checkpoints is not None:  # the final state, so a re-run knows it is done

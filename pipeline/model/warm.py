@@ -37,7 +37,8 @@ from pipeline.model.transformer import ARCHITECTURE_FIELDS, N_RESERVED, SeqRecMo
 log = logging.getLogger(__name__)
 CATALOGUE_FIELDS = ("vocab_size", "n_features", "features_per_item")  # may grow between runs
 ITEM_TABLE, FEATURE_TABLE = "item_emb.weight", "feature_emb.weight"
-DATA_BUFFERS = ("item_features", "feature_columns", "successors", "successor_counts")  # the new data's, never the source's
+# Buffers filled from the new data, never copied from the source model.
+DATA_BUFFERS = ("item_features", "feature_columns", "successors", "successor_counts")
 
 
 def check_architecture(ours: dict, theirs: dict, where: Path) -> None:
