@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _target_type_ids(
     targets: list[str], event_types: list[str], present: set[int]
 ) -> tuple[list[str], list[int]]:
-    """Target types to use: the configured ones, or every type when the data has none."""
+    """Target types to use: the configured ones, or every type the data has when it has none
+    of them (click logs: next-anything). Types absent from the data are never targets: the
+    model would score with queries no event trained."""
     from pipeline.params import ParamsError
 
     unknown = [t for t in targets if t not in event_types]
@@ -69,7 +71,8 @@ def _target_type_ids(
         )
     ids = [event_types.index(t) + 1 for t in targets]
     if present.isdisjoint(ids):  # e.g. click logs: fall back to next-anything
-        return list(event_types), list(range(1, len(event_types) + 1))
+        ids = sorted(present)
+        return [event_types[i - 1] for i in ids], ids
     return list(targets), ids
 
 
