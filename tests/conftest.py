@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +94,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float,
+             logs: Path | Callable[[], Iterable[Path]] | None = None, every_s: float = 2.0):
+    """Poll `probe` until it returns something truthy and return that; on timeout fail naming
+    `what`, with the tail of each log (a file, or a callable listing the files, for logs
+    that appear while waiting)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        time.sleep(every_s)
+    paths = [] if logs is None else [logs] if isinstance(logs, Path) else list(logs())
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in paths if p.exists())
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:

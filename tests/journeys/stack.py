@@ -18,14 +18,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import cli_env
+from tests.conftest import cli_env, wait_for
 from tests.orchestration.airflow_harness import free_port, make_project
 
 DAG_ID = "seqrec_retrain"
@@ -33,21 +32,8 @@ MODEL = "seqrec"
 READY_LINE = "seqrec: Airflow API and MLflow ready"
 START_TIMEOUT_S = 900
 STOP_GRACE_S = 60
-POLL_S = 2.0
 # Settings of other tests (tracking stores, a throw-away AIRFLOW_HOME, SEQREC_SCHEDULE...).
 LEAKY_PREFIXES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW", "SEQREC_")
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float, log: Path | None = None):
-    """Poll `probe` until it returns something truthy; fail naming `what` and the log tail."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        time.sleep(POLL_S)
-    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tail}")
 
 
 class LocalStack:

@@ -22,6 +22,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from tests.conftest import wait_for
 from tests.journeys.browser import browser_page, screenshot_dir
 from tests.journeys.mlflow_ui import (
     add_tag,
@@ -31,7 +32,7 @@ from tests.journeys.mlflow_ui import (
     screenshot_whole_page,
     tag_row,
 )
-from tests.journeys.stack import MODEL, running_stack, wait_for
+from tests.journeys.stack import MODEL, running_stack
 from tests.orchestration.airflow_harness import land_synthetic_events
 
 pytestmark = pytest.mark.journey

@@ -13,7 +13,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -92,13 +91,3 @@ def run_state(env: dict[str, str], dag_id: str, run_id: str) -> str | None:
     return state if state in ("success", "failed") else None
 
 
-def wait_for(what: str, probe, timeout_s: float, logs: Path, every_s: float = 5.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        time.sleep(every_s)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}"
-                      for p in sorted(logs.glob("airflow-*.log")))
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")

@@ -13,13 +13,13 @@ import time
 import pytest
 
 from pipeline.orchestration.runtime import PROMOTER
+from tests.conftest import wait_for
 from tests.orchestration.airflow_harness import land_synthetic_events, make_project
 from tests.production.airflow_services import (
     airflow,
     airflow_env,
     airflow_services,
     run_state,
-    wait_for,
 )
 from tests.production.conftest import run
 from tests.production.services import credentials
@@ -59,9 +59,13 @@ def test_retrain_dag_runs_to_promotion_on_postgres_with_local_executor(stack, tm
     stack.pg.create_database("airflow")
     env = airflow_env(tmp_path / "airflow_home", project, stack.pg,
                       stack.env("pipeline", SEQREC_HOME=str(project)))
+    def logs():
+        return sorted(tmp_path.glob("airflow-*.log"))
+
     with airflow_services(env, tmp_path):
         wait_for("the DAG to be parsed",
-                 lambda: DAG_ID in airflow(env, "dags", "list", check=False).stdout, 300, tmp_path)
+                 lambda: DAG_ID in airflow(env, "dags", "list", check=False).stdout, 300,
+                 logs, every_s=5.0)
         airflow(env, "dags", "unpause", DAG_ID)
         run_id = f"manual__production_{int(time.time())}"
         airflow(env, "dags", "trigger", DAG_ID, "--run-id", run_id)
@@ -77,7 +81,8 @@ def test_retrain_dag_runs_to_promotion_on_postgres_with_local_executor(stack, tm
                 approved.append(version)
             return run_state(env, DAG_ID, run_id)
 
-        state = wait_for("the DAG run to finish", finished_or_approve, RUN_TIMEOUT_S, tmp_path)
+        state = wait_for("the DAG run to finish", finished_or_approve, RUN_TIMEOUT_S, logs,
+                         every_s=5.0)
 
     tasks = dict(stack.pg.query("airflow", "SELECT task_id, state FROM task_instance "
                                 "WHERE run_id = %s", (run_id,)))
