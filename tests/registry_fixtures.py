@@ -10,7 +10,7 @@ import torch
 from pipeline.model.folder import save_model_dir
 from pipeline.model.transformer import ModelConfig, SeqRecModel
 from pipeline.params import parse_params
-from tests.conftest import git_commit_all
+from tests.conftest import git_commit_all, use_store
 from tests.tiny_sequences import EVENT_TYPES, write_tiny_sequences
 
 N_ITEMS = 12
@@ -102,3 +102,17 @@ def write_project_files(root: Path, ndcg: float = 0.3, data_md5: str = "aaa111.d
         json.dumps({"rows_in": 100, "rows_valid": 98, "rows_quarantined": 2, "by_rule": {}})
     )
     git_commit_all(root, message)
+
+
+def enter_project(root: Path, package: Path, monkeypatch) -> Path:
+    """Make `root` a project whose outputs are `package`'s, as `dvc repro` leaves them (dvc.lock
+    names these paths), with its own SQLite store; the CLI runs in it (cwd, SEQREC_HOME)."""
+    write_project_files(root)
+    (root / "data").symlink_to(package / "data", target_is_directory=True)
+    (root / "models").symlink_to(package / "models", target_is_directory=True)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("SEQREC_HOME", str(root))
+    use_store(monkeypatch, f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("SEQREC_PIPELINE_RUN", "run-1")
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
+    return root

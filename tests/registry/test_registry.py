@@ -14,7 +14,7 @@ from pipeline.cli import main
 from pipeline.registry import lineage, model_card, promotion
 from pipeline.registry.registration import IDEMPOTENCY_TAG
 from tests.conftest import run_cli, use_store
-from tests.registry_fixtures import make_package, write_project_files
+from tests.registry_fixtures import enter_project, make_package
 
 NAME = "seqrec"
 
@@ -38,16 +38,7 @@ def empty_store(tmp_path_factory):
 def project(tmp_path, package, empty_store, monkeypatch):
     """A project folder with its own SQLite store; the CLI runs in it."""
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
-    write_project_files(tmp_path)
-    # The project's outputs, as `dvc repro` leaves them (dvc.lock names these paths).
-    (tmp_path / "data").symlink_to(package / "data", target_is_directory=True)
-    (tmp_path / "models").symlink_to(package / "models", target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SEQREC_HOME", str(tmp_path))
-    use_store(monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("SEQREC_PIPELINE_RUN", "run-1")
-    monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
-    return tmp_path
+    return enter_project(tmp_path, package, monkeypatch)
 
 
 def registry(*args, expect=0):

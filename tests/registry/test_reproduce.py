@@ -21,8 +21,8 @@ from mlflow import MlflowClient
 from pipeline.cli import main
 from pipeline.registry import lineage, provenance, recorded
 from pipeline.registry.reproduce import TAG_REPRODUCE_DELTA, TAG_REPRODUCED_AT
-from tests.conftest import git_commit_all, run_cli, use_store
-from tests.registry_fixtures import make_package, write_project_files
+from tests.conftest import git_commit_all, run_cli
+from tests.registry_fixtures import enter_project, make_package, write_project_files
 from tests.tiny_project import dvc
 
 NAME = "seqrec"
@@ -38,15 +38,7 @@ def package(tmp_path_factory):
 @pytest.fixture
 def project(tmp_path, package, monkeypatch):
     """A committed project whose outputs are the tiny package; the CLI runs in it."""
-    write_project_files(tmp_path)
-    (tmp_path / "data").symlink_to(package / "data", target_is_directory=True)
-    (tmp_path / "models").symlink_to(package / "models", target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SEQREC_HOME", str(tmp_path))
-    use_store(monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("SEQREC_PIPELINE_RUN", "run-1")
-    monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
-    return tmp_path
+    return enter_project(tmp_path, package, monkeypatch)
 
 
 def cli(*args: str) -> int:
