@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from pipeline.errors import ModelError
+from pipeline.model.config import ARCHITECTURE_FIELDS, N_RESERVED
 from pipeline.model.origin import ORIGIN_FILE, is_uri, origin_of
-from pipeline.model.transformer import ARCHITECTURE_FIELDS, N_RESERVED, SeqRecModel
+from pipeline.model.transformer import SeqRecModel
 
 log = logging.getLogger(__name__)
 CATALOGUE_FIELDS = ("vocab_size", "n_features", "features_per_item")  # may grow between runs
