@@ -93,8 +93,9 @@ def real_model(vocab_size: int, max_len: int, folder: Path):
     import torch
 
     from pipeline.evaluation.model_scorer import ModelRecommender
+    from pipeline.model.config import ModelConfig
     from pipeline.model.folder import save_model_dir
-    from pipeline.model.transformer import ModelConfig, SeqRecModel
+    from pipeline.model.transformer import SeqRecModel
     from pipeline.params import ModelParams
 
     defaults = ModelParams()

@@ -45,8 +45,9 @@ def synthetic_package(root: Path, args) -> tuple[Path, Path]:
     import pyarrow.parquet as pq
     import torch
 
+    from pipeline.model.config import ModelConfig
     from pipeline.model.folder import save_model_dir
-    from pipeline.model.transformer import ModelConfig, SeqRecModel
+    from pipeline.model.transformer import SeqRecModel
     from pipeline.params import parse_params
     from pipeline.serving.package import package_model
 

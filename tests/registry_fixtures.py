@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from pipeline.model.config import ModelConfig
 from pipeline.model.folder import save_model_dir
-from pipeline.model.transformer import ModelConfig, SeqRecModel
+from pipeline.model.transformer import SeqRecModel
 from pipeline.params import parse_params
 from tests.conftest import git_commit_all, use_store
 from tests.tiny_sequences import EVENT_TYPES, write_tiny_sequences

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import ModelError
-from pipeline.model.transformer import N_RESERVED, PAD
+from pipeline.model.config import N_RESERVED, PAD
 
 META_KEYS = ("event_types", "target_event_types", "max_len", "vocab_size")
 TRAIN_COLUMNS = ("items", "types", "ts")

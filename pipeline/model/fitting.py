@@ -26,8 +26,9 @@ import torch
 
 from pipeline.errors import ModelError
 from pipeline.model.batches import FEATURE_VOCAB_FILE, ITEM_FEATURES_FILE
+from pipeline.model.config import ModelConfig
 from pipeline.model.folder import save_model_dir
-from pipeline.model.transformer import ModelConfig, SeqRecModel
+from pipeline.model.transformer import SeqRecModel
 from pipeline.params import Params, ParamsError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import ModelError
-from pipeline.model.transformer import N_RESERVED, ModelConfig, SeqRecModel
+from pipeline.model.config import N_RESERVED, ModelConfig
+from pipeline.model.transformer import SeqRecModel
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -24,8 +24,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from pipeline.model.config import N_RESERVED, PAD, ModelConfig
 from pipeline.model.heads import mix, repeat_log_prob_of
-from pipeline.model.transformer import N_RESERVED, PAD, ModelConfig, SeqRecModel
+from pipeline.model.transformer import SeqRecModel
 
 VAL_K = 10  # early stopping and model selection use NDCG@10
 VAL_METRIC = f"val_ndcg@{VAL_K}"

@@ -79,7 +79,7 @@ def architecture_changes(params, champion_dir: Path) -> list[str]:
     Only fields the params decide (the data decides vocabulary and feature counts, which a
     warm start maps). A folder without config.json has nothing to compare: [].
     """
-    from pipeline.model.transformer import ModelConfig
+    from pipeline.model.config import ModelConfig
 
     config_path = champion_dir / "config.json"
     if not config_path.is_file():

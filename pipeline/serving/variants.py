@@ -64,7 +64,7 @@ def _compiled(model):
     """`model` whose `score_last` is compiled, and compiled once per `WARMUP_SHAPES` entry."""
     import torch
 
-    from pipeline.model.transformer import N_RESERVED
+    from pipeline.model.config import N_RESERVED
 
     model.score_last = torch.compile(model.score_last, dynamic=True)
     for users, events in WARMUP_SHAPES:

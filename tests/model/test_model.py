@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from pipeline.errors import ModelError
+from pipeline.model.config import N_RESERVED, ModelConfig
 from pipeline.model.folder import load_model_dir, save_model_dir
-from pipeline.model.transformer import N_RESERVED, ModelConfig, SeqRecModel, time_gap_bucket
+from pipeline.model.transformer import SeqRecModel, time_gap_bucket
 from tests.tiny_sequences import write_tiny_sequences
 
 VOCAB_SIZE = 15

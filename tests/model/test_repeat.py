@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.model.config import ModelConfig
 from pipeline.model.heads import repeat_log_prob_of
 from pipeline.model.repeat import RANK_BUCKETS, log_bucket, repeat_features
-from pipeline.model.transformer import ModelConfig, SeqRecModel
+from pipeline.model.transformer import SeqRecModel
 
 ITEMS = torch.tensor([[0, 0, 5, 6, 5, 7, 6], [3, 4, 3, 3, 8, 9, 4]])
 TYPES = torch.tensor([[0, 0, 1, 1, 2, 1, 3], [1, 1, 2, 1, 1, 1, 3]])

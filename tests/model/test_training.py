@@ -378,7 +378,7 @@ def test_same_seed_and_params_give_the_same_weights(tmp_path, mlflow_uri):
 def test_next_type_query_learns_different_items_for_views_and_carts():
     """Views move on to the next item, carts repeat the item just viewed: one model, one
     head, two queries. Without the query the two targets would be indistinguishable."""
-    from pipeline.model.transformer import ModelConfig
+    from pipeline.model.config import ModelConfig
 
     torch.manual_seed(0)
     n_items, length, n_rows = 12, 8, 256

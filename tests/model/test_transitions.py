@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.model.config import N_RESERVED, ModelConfig
 from pipeline.model.folder import load_model_dir, save_model_dir
-from pipeline.model.transformer import N_RESERVED, ModelConfig, SeqRecModel
+from pipeline.model.transformer import SeqRecModel
 from pipeline.model.transitions import successor_counts, successor_table
 from pipeline.params import ParamsError, parse_params
 from tests.tiny_sequences import write_tiny_sequences

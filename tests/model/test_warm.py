@@ -12,9 +12,10 @@ import yaml
 from pipeline.cli import main
 from pipeline.errors import ModelError
 from pipeline.model.batches import load_sequences
+from pipeline.model.config import N_RESERVED
 from pipeline.model.fitting import build_config
 from pipeline.model.folder import load_model_dir, save_model_dir
-from pipeline.model.transformer import N_RESERVED, SeqRecModel
+from pipeline.model.transformer import SeqRecModel
 from pipeline.model.warm import new_item_rows, warm_start
 from pipeline.params import parse_params
 from tests.tiny_sequences import FIRST_ITEM, write_tiny_sequences

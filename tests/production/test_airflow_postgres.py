@@ -59,6 +59,7 @@ def test_retrain_dag_runs_to_promotion_on_postgres_with_local_executor(stack, tm
     stack.pg.create_database("airflow")
     env = airflow_env(tmp_path / "airflow_home", project, stack.pg,
                       stack.env("pipeline", SEQREC_HOME=str(project)))
+
     def logs():
         return sorted(tmp_path.glob("airflow-*.log"))
 
