@@ -157,6 +157,7 @@ class ModelParams(Section):
     item_features: bool = True
     positions: Literal["from_start", "from_end"] = "from_start"
     transition_top_k: int = Field(default=0, ge=0)
+    explore_novel: bool = False
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelParams:
@@ -165,6 +166,9 @@ class ModelParams(Section):
         if self.repeat_head and self.loss != "full_ce":
             raise ValueError("model.repeat_head needs loss full_ce (the repeat/explore mixture "
                              "needs normalised next-item probabilities); set repeat_head: false")
+        if self.explore_novel and not self.repeat_head:
+            raise ValueError("model.explore_novel needs repeat_head (it restricts the explore "
+                             "part of the repeat/explore mixture to items outside the history)")
         if self.transition_top_k and self.loss != "full_ce":
             raise ValueError("model.transition_top_k needs loss full_ce (the prior is added to "
                              "every item's score); set transition_top_k: 0")
@@ -180,6 +184,8 @@ class PretrainParams(Section):
     warmup_steps: int = Field(default=50, ge=0)
     val_every_n_epochs: int = Field(default=1, gt=0)
     max_time_minutes: float | None = Field(default=None, gt=0)
+    horizon: int = Field(default=1, ge=1)
+    explore_steps: int = Field(default=0, ge=0)
 
 
 class FinetuneParams(Section):
@@ -195,6 +201,7 @@ class FinetuneParams(Section):
     val_every_n_epochs: int = Field(default=1, gt=0)
     max_time_minutes: float | None = Field(default=None, gt=0)
     checkpoint_every_n_steps: int = Field(default=100, gt=0)
+    calibrate_gate: bool = False
 
 
 class TrainerParams(Section):

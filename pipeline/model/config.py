@@ -40,6 +40,7 @@ class ModelConfig:
     # is max_len - 1; models saved before this key existed). See `forward`.
     positions: str = "from_end"
     transition_top_k: int = 0  # successors kept per item for the transition prior; 0 = off
+    explore_novel: bool = False  # the explore part ranks only items outside the history
     target_event_types: list[str] = field(default_factory=list)  # fine-tuning targets
     positive_event_type: str | None = None  # purchase head: next target event is this type
 

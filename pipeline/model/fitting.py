@@ -80,6 +80,7 @@ def build_config(params: Params, data) -> ModelConfig:
         hidden_dim=m.hidden_dim, n_layers=m.n_layers, n_heads=m.n_heads,
         ffn_dim=m.ffn_dim or m.hidden_dim, dropout=m.dropout, time_gap_buckets=m.time_gap_buckets,
         repeat_head=m.repeat_head, positions=m.positions, transition_top_k=m.transition_top_k,
+        explore_novel=m.explore_novel,
         n_features=data.n_features if features else 0,
         features_per_item=data.item_features.shape[1] if features else 0,
         n_feature_columns=int(data.feature_columns.max()) if features else 0,
@@ -193,7 +194,12 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         Throughput,
         cpu_state,
     )
-    from pipeline.model.training import VAL_METRIC, SeqRecModule, validation_score
+    from pipeline.model.training import (
+        VAL_METRIC,
+        SeqRecModule,
+        calibrate_gate,
+        validation_score,
+    )
 
     started = time.perf_counter()
     section = params.finetune if spec.finetune else params.pretrain
@@ -213,6 +219,8 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         exclude_history=params.evaluate.exclude_history,
         item_counts=data.item_counts() if params.model.loss == "sampled_softmax" else None,
         time_budget_s=section.max_time_minutes * 60 if section.max_time_minutes else None,
+        horizon=1 if spec.finetune else params.pretrain.horizon,
+        explore_steps=0 if spec.finetune else params.pretrain.explore_steps,
     )
     if config.n_features:
         module.model.set_item_features(torch.from_numpy(data.item_features),
@@ -308,6 +316,9 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         spec.extra["kept_start"] = True
         if best_path is not None:  # a re-run that finds training finished exports the same
             trainer.save_checkpoint(best_path, weights_only=True)
+    if spec.finetune and params.finetune.calibrate_gate and config.repeat_head:
+        shift, best_score, unshifted = calibrate_gate(module, val_loader, t.limit_val_batches)
+        spec.extra.update(gate_shift=shift, **{f"unshifted_{VAL_METRIC}": unshifted})
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {
         "stage": spec.name, "init": init_name(spec),

@@ -26,10 +26,12 @@ import torch.nn.functional as F
 
 from pipeline.model.config import N_RESERVED, PAD, ModelConfig
 from pipeline.model.heads import mix, repeat_log_prob_of
-from pipeline.model.transformer import SeqRecModel
+from pipeline.model.transformer import SeqRecModel, seen_columns
 
 VAL_K = 10  # early stopping and model selection use NDCG@10
 VAL_METRIC = f"val_ndcg@{VAL_K}"
+NO_MASS = -1e4  # log-prob standing for "none" where -inf would poison a gradient
+GATE_SHIFTS = (-2.0, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # `calibrate_gate`'s grid
 
 
 def ndcg_hr_at_k(scores: torch.Tensor, targets: torch.Tensor, k: int = VAL_K):
@@ -84,6 +86,8 @@ class SeqRecModule(pl.LightningModule):
         exclude_history: bool = False,
         item_counts: list[float] | None = None,
         time_budget_s: float | None = None,
+        horizon: int = 1,
+        explore_steps: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["item_counts"])
@@ -95,7 +99,8 @@ class SeqRecModule(pl.LightningModule):
 
     # ---- losses -------------------------------------------------------------------------
     def generate_log_prob(self, queried: torch.Tensor, targets: torch.Tensor,
-                          last_items: torch.Tensor, next_types: torch.Tensor) -> torch.Tensor:
+                          last_items: torch.Tensor, next_types: torch.Tensor,
+                          leave_out: torch.Tensor | None = None) -> torch.Tensor:
         """Queried hidden (N, D) at target positions, targets (N,) -> (N,) log P_generate.
 
         `last_items`/`next_types` (N,): the input event at each position and the type
@@ -103,7 +108,7 @@ class SeqRecModule(pl.LightningModule):
         if self.hparams.loss == "sampled_softmax":
             return self._sampled_log_prob(queried, targets)
         logits = self.model.item_logits(queried, last_items, next_types,
-                                        leave_out=targets)  # (N, V - 3)
+                                        leave_out=leave_out)  # (N, V - 3)
         return -F.cross_entropy(logits.float(), targets - N_RESERVED, reduction="none")
 
     def _sampled_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -118,44 +123,105 @@ class SeqRecModule(pl.LightningModule):
         return -F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
 
     def batch_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`loss` (what is optimised), `item_loss` and, when weighted, `purchase_loss`."""
+        """`loss` (what is optimised), `item_loss` and, when weighted, `purchase_loss`.
+
+        With `horizon` > 1 (pretraining), each position also predicts the events 2 ..
+        `horizon` steps later, weighted 1 / steps: what else the session holds, not only
+        what comes next."""
         items = batch["items"]  # (B, T)
         hidden = self.model(items, batch["types"], batch["ts"])  # (B, T, D)
         mask = batch["item_mask"]  # (B, T)
-        targets = batch["next_items"][mask]  # (N,)
-        queried = self.model.query(hidden, batch["next_types"])  # (B, T, D)
-        at_targets = queried[mask]  # (N, D): only positions with a target reach the logits
-        log_p = self.generate_log_prob(at_targets, targets, items[mask],
-                                       batch["next_types"][mask])  # (N,)
-        cfg = self.model.config
-        if cfg.repeat_head:
-            rows, positions = mask.nonzero(as_tuple=True)  # (N,), (N,)
-            features = self.model.repeat_inputs(items, batch["types"], batch["ts"],
-                                                last_only=False).at(rows, positions)  # (N, 1, T)
-            history = items[rows]  # (N, T)
-            next_types = batch["next_types"][mask]  # (N,)
-            vectors = self.model.item_vectors(items)[rows]  # (N, T, D): one lookup per batch
-            log_repeat = self.model.head.repeat(
-                at_targets[:, None], features, vectors, next_types[:, None])[:, 0]  # (N, T)
-            log_p = mix(self.model.head.explore_logit(at_targets, next_types), log_p,
-                        repeat_log_prob_of(log_repeat, history, targets))
-        losses = {"item_loss": self._mean_loss(-log_p, batch["next_types"][mask])}
+        next_items, next_types = batch["next_items"], batch["next_types"]
+        nll, kinds, weights = [], [], []
+        exploring = self.exploring()
+        for ahead in range(1, self.hparams.horizon + 1):
+            if ahead > 1:  # the event `ahead` steps later: shift the next-event columns left
+                next_items = F.pad(next_items[:, 1:], (0, 1), value=PAD)
+                next_types = F.pad(next_types[:, 1:], (0, 1), value=PAD)
+                mask = mask & (next_items != PAD)
+                if not mask.any():
+                    break
+            log_p = self._target_log_prob(hidden, batch, mask, next_items[mask], next_types,
+                                          leave_out=ahead == 1,
+                                          explore_only=exploring or ahead > 1)
+            nll.append(-log_p)
+            kinds.append(next_types[mask])
+            weights.append(torch.full_like(log_p, 1.0 / ahead))
+        losses = {"item_loss": self._mean_loss(torch.cat(nll), torch.cat(kinds),
+                                               torch.cat(weights) if len(nll) > 1 else None)}
         losses["loss"] = losses["item_loss"]
         if self.hparams.purchase_loss_weight > 0:
+            mask = batch["item_mask"]
             losses["purchase_loss"] = F.binary_cross_entropy_with_logits(
                 self.model.purchase_logit(hidden[mask]).float(), batch["purchase_label"][mask])
             losses["loss"] = losses["loss"] + (self.hparams.purchase_loss_weight
                                                * losses["purchase_loss"])
         return losses
 
-    def _mean_loss(self, losses: torch.Tensor, next_types: torch.Tensor) -> torch.Tensor:
-        """The mean over targets, or (`balance_types`) the mean over event types of each
-        type's mean: on a view-dominated log, carts and purchases then weigh as much as views
-        in pretraining instead of a tenth of it."""
+    def exploring(self) -> bool:
+        """Whether training is still in its first `explore_steps` optimizer steps, where only
+        the catalogue softmax trains: the repeat scorer and the gate join afterwards."""
+        return self.hparams.explore_steps > 0 and self.global_step < self.hparams.explore_steps
+
+    def _target_log_prob(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor],
+                         mask: torch.Tensor, targets: torch.Tensor, next_types: torch.Tensor,
+                         leave_out: bool, explore_only: bool) -> torch.Tensor:
+        """(N,) log P(target | history up to each masked position, queried with its type).
+
+        `explore_only`: the catalogue softmax alone, without the repeat scorer and the gate.
+        `leave_out`: the transition prior leaves the predicted pair out."""
+        items = batch["items"]
+        queried = self.model.query(hidden, next_types)  # (B, T, D)
+        at_targets = queried[mask]  # (N, D): only positions with a target reach the logits
+        types = next_types[mask]  # (N,)
+        cfg = self.model.config
+        if not cfg.repeat_head or explore_only:
+            return self.generate_log_prob(at_targets, targets, items[mask], types,
+                                          targets if leave_out else None)
+        rows, positions = mask.nonzero(as_tuple=True)  # (N,), (N,)
+        history = items[rows]  # (N, T)
+        if cfg.explore_novel:  # explore ranks only what the history (up to here) lacks
+            seen = history.masked_fill(
+                torch.arange(history.shape[1], device=history.device) > positions[:, None], PAD)
+            log_explore = self.novel_log_prob(at_targets, targets, items[mask], types, seen,
+                                              targets if leave_out else None)
+        else:
+            log_explore = self.generate_log_prob(at_targets, targets, items[mask], types,
+                                                 targets if leave_out else None)
+        features = self.model.repeat_inputs(items, batch["types"], batch["ts"],
+                                            last_only=False).at(rows, positions)  # (N, 1, T)
+        vectors = self.model.item_vectors(items)[rows]  # (N, T, D): one lookup per batch
+        log_repeat = self.model.head.repeat(
+            at_targets[:, None], features, vectors, types[:, None])[:, 0]  # (N, T)
+        return mix(self.model.head.explore_logit(at_targets, types), log_explore,
+                   repeat_log_prob_of(log_repeat, history, targets))
+
+    def novel_log_prob(self, queried: torch.Tensor, targets: torch.Tensor,
+                       last_items: torch.Tensor, next_types: torch.Tensor, seen: torch.Tensor,
+                       leave_out: torch.Tensor | None) -> torch.Tensor:
+        """log P_explore(target) over the items outside `seen` (N, T); a target in `seen`
+        gets a very low finite log-prob (the mixture's repeat part scores it: a -inf here
+        would give NaN gradients through logaddexp)."""
+        logits = self.model.item_logits(queried, last_items, next_types,
+                                        leave_out=leave_out).float()  # (N, V - 3)
+        logits = logits.masked_fill(seen_columns(seen, logits.shape[1]), float("-inf"))
+        log_p = torch.log_softmax(logits, 1).gather(1, (targets - N_RESERVED)[:, None])[:, 0]
+        return torch.where(torch.isfinite(log_p), log_p, torch.full_like(log_p, NO_MASS))
+
+    def _mean_loss(self, losses: torch.Tensor, next_types: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The (weighted) mean over targets, or (`balance_types`) the mean over event types of
+        each type's mean: on a view-dominated log, carts and purchases then weigh as much as
+        views in pretraining instead of a tenth of it."""
+        def mean(values: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+            return values.mean() if w is None else (values * w).sum() / w.sum()
+
         if not self.hparams.balance_types:
-            return losses.mean()
+            return mean(losses, weights)
         present = torch.unique(next_types)
-        return torch.stack([losses[next_types == t].mean() for t in present]).mean()
+        return torch.stack([mean(losses[next_types == t],
+                                 None if weights is None else weights[next_types == t])
+                            for t in present]).mean()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.batch_losses(batch)
@@ -240,3 +306,26 @@ def validation_score(module: SeqRecModule, loader, limit_batches: int | float | 
         total, count = total + float(ndcg.sum()), count + len(ndcg)
     module.train(was_training)
     return total / max(count, 1)
+
+
+def calibrate_gate(module: SeqRecModule, loader, limit_batches: int | float | None = None
+                   ) -> tuple[float, float, float]:
+    """Shift the explore gate's logit by the value of `GATE_SHIFTS` (or 0) with the best
+    validation NDCG@10; returns (shift, that NDCG, the NDCG unshifted). Temperature
+    scaling's idea (Guo et al., ICML 2017): one scalar fitted on held-out data. An explore
+    softmax learnt on a small log is surer of itself on training histories than on new ones,
+    and its share, learnt on the same histories, ranks its guesses above the history items
+    too often."""
+    bias = module.model.head.explore_gate.bias
+    original = bias.detach().clone()
+    best_shift, best = 0.0, validation_score(module, loader, limit_batches)
+    unshifted = best
+    for shift in GATE_SHIFTS:
+        with torch.no_grad():
+            bias.copy_(original - shift)
+        score = validation_score(module, loader, limit_batches)
+        if score > best:
+            best_shift, best = shift, score
+    with torch.no_grad():
+        bias.copy_(original - best_shift)
+    return best_shift, best, unshifted

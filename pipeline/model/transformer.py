@@ -45,6 +45,16 @@ def time_gap_bucket(ts: torch.Tensor, items: torch.Tensor, n_buckets: int) -> to
     return torch.cat([torch.zeros_like(bucket[:, :1]), bucket], dim=1)  # (B, T)
 
 
+def seen_columns(history: torch.Tensor, n_columns: int) -> torch.Tensor:
+    """(N, T) LEFT-padded item ids -> (N, n_columns) bool: the item columns (ids minus the
+    reserved tokens) the row holds."""
+    # Column 0 of the scratch table stands for every reserved id (padding), so a padding
+    # position never overwrites a real item's column.
+    index = torch.where(history >= N_RESERVED, history - N_RESERVED + 1, 0)
+    seen = torch.zeros(history.shape[0], n_columns + 1, dtype=torch.bool, device=history.device)
+    return seen.scatter_(1, index, True)[:, 1:]
+
+
 class SeqRecModel(nn.Module):
     """Behaviour-token transformer with tied item output and a purchase head."""
 
@@ -303,12 +313,15 @@ class SeqRecModel(nn.Module):
         # Scores below float32's smallest probability (log-prob < ~-103) tie at -inf, far
         # below any cut-off a ranking uses.
         item_column = (items - N_RESERVED).clamp(min=0)  # (B, T) column in the item scores
+        seen = seen_columns(items, cfg.vocab_size - N_RESERVED) if cfg.explore_novel else None
         probs = None
         for q, query_type in enumerate(query_types):
             query = torch.full_like(purchase_logit, query_type, dtype=torch.long)  # (B,)
             queried = self.query(last, query)  # (B, D)
-            p_item = torch.softmax(self.item_logits(queried, items[:, -1], query).float(),
-                                   1)  # (B, V - 3)
+            logits = self.item_logits(queried, items[:, -1], query).float()  # (B, V - 3)
+            if features is not None and seen is not None:  # explore: new items only
+                logits = logits.masked_fill(seen, float("-inf"))
+            p_item = torch.softmax(logits, 1)
             if features is not None:
                 p_explore = torch.sigmoid(self.head.explore_logit(queried, query))[:, None]
                 log_repeat = self.head.repeat(queried[:, None], features,
