@@ -22,17 +22,11 @@ from pipeline.model.training import (
 from pipeline.model.transformer import SeqRecModel
 from tests.tiny_sequences import write_tiny_sequences
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/model/conftest.py
+
 CONFIG = dict(vocab_size=30, max_len=8, event_types=["view"], hidden_dim=16, n_layers=1,
               n_heads=2, ffn_dim=16, dropout=0.0, repeat_head=True, positions="from_start",
               target_event_types=["view"])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def module(config: dict | None = None, **hparams) -> SeqRecModule:

@@ -26,6 +26,8 @@ from pipeline.params import ParamsError
 from tests.conftest import cli_env, run_cli
 from tests.tiny_sequences import write_tiny_sequences
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/model/conftest.py
+
 TINY = {
     "model": {"hidden_dim": 16, "n_layers": 2, "n_heads": 2, "dropout": 0.0},
     "pretrain": {"epochs": 2, "batch_size": 16, "lr": 0.01, "warmup_steps": 2},
@@ -33,14 +35,6 @@ TINY = {
                  "checkpoint_every_n_steps": 5},
     "trainer": {"seed": 1, "cpu_threads": 1},  # one thread: far faster on a busy shared CPU
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_params(path, **sections):
