@@ -41,7 +41,7 @@ DEFAULT_TIMEOUT_S = 3 * 3600
 METRICS = ("ndcg@10", "hr@10")
 # from each models/<name>/training.json: how far training got in its time budget
 TRAINING_KEYS = ("epochs", "train_steps", "wall_seconds", "sequences_per_s", "best_val_ndcg@10",
-                 "stopped_early")
+                 "stopped_early", "gate_shift")
 
 # ../shared/data/README.md, "Published quality on the Amazon sets" (leave-one-out, full
 # ranking, history items excluded): model -> (HR@10, NDCG@10).

@@ -142,10 +142,11 @@ def _quality_run(name: str, dataset: str, result: dict) -> list[str]:
     training = result.get("training")
     if training:
         rows = [{"model": key, **values} for key, values in training.items()]
+        shifted = ["gate_shift"] if any(row.get("gate_shift") is not None for row in rows) else []
         out += ["How far training got in its time budget (models/*/training.json):", "",
                 table(rows, ["model", "epochs", "train_steps", "wall_seconds",
-                             "sequences_per_s", "best_val_ndcg@10", "stopped_early"],
-                      markdown=True), ""]
+                             "sequences_per_s", "best_val_ndcg@10", "stopped_early",
+                             *shifted], markdown=True), ""]
     load = (result.get("machine", {}).get("load_avg_start"), result.get("load_avg_end"))
     out += [f"Load average (1/5/15 min) at the start {load[0]}, at the end {load[1]} "
             "(2 cores, shared).", ""]
