@@ -122,6 +122,13 @@ class Params(Section):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _check_gate(self) -> Params:
+        if self.finetune.calibrate_gate and not self.model.repeat_head:
+            raise ValueError("finetune.calibrate_gate needs model.repeat_head (it shifts the "
+                             "repeat/explore gate); set calibrate_gate: false")
+        return self
+
 
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []

@@ -316,7 +316,7 @@ def run_stage(params: Params, spec: StageSpec, sequences_dir: Path, out_dir: Pat
         spec.extra["kept_start"] = True
         if best_path is not None:  # a re-run that finds training finished exports the same
             trainer.save_checkpoint(best_path, weights_only=True)
-    if spec.finetune and params.finetune.calibrate_gate and config.repeat_head:
+    if spec.finetune and params.finetune.calibrate_gate:
         shift, best_score, unshifted = calibrate_gate(module, val_loader, t.limit_val_batches)
         spec.extra.update(gate_shift=shift, **{f"unshifted_{VAL_METRIC}": unshifted})
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

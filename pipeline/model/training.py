@@ -100,16 +100,24 @@ class SeqRecModule(pl.LightningModule):
     # ---- losses -------------------------------------------------------------------------
     def generate_log_prob(self, queried: torch.Tensor, targets: torch.Tensor,
                           last_items: torch.Tensor, next_types: torch.Tensor,
-                          leave_out: torch.Tensor | None = None) -> torch.Tensor:
+                          leave_out: torch.Tensor | None = None,
+                          seen: torch.Tensor | None = None) -> torch.Tensor:
         """Queried hidden (N, D) at target positions, targets (N,) -> (N,) log P_generate.
 
         `last_items`/`next_types` (N,): the input event at each position and the type
-        predicted (the transition prior's inputs)."""
+        predicted (the transition prior's inputs). `seen` (N, T) item ids: the softmax runs
+        over the items outside them (`explore_novel`), and a target among them gets a very
+        low finite log-prob (the mixture's repeat part scores it: a -inf here would give NaN
+        gradients through logaddexp)."""
         if self.hparams.loss == "sampled_softmax":
             return self._sampled_log_prob(queried, targets)
         logits = self.model.item_logits(queried, last_items, next_types,
-                                        leave_out=leave_out)  # (N, V - 3)
-        return -F.cross_entropy(logits.float(), targets - N_RESERVED, reduction="none")
+                                        leave_out=leave_out).float()  # (N, V - 3)
+        if seen is None:
+            return -F.cross_entropy(logits, targets - N_RESERVED, reduction="none")
+        logits = logits.masked_fill(seen_columns(seen, logits.shape[1]), float("-inf"))
+        log_p = torch.log_softmax(logits, 1).gather(1, (targets - N_RESERVED)[:, None])[:, 0]
+        return torch.where(torch.isfinite(log_p), log_p, torch.full_like(log_p, NO_MASS))
 
     def _sampled_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weights = self.model.item_table()  # (V, D), tied output
@@ -175,19 +183,17 @@ class SeqRecModule(pl.LightningModule):
         at_targets = queried[mask]  # (N, D): only positions with a target reach the logits
         types = next_types[mask]  # (N,)
         cfg = self.model.config
+        left_out = targets if leave_out else None
         if not cfg.repeat_head or explore_only:
-            return self.generate_log_prob(at_targets, targets, items[mask], types,
-                                          targets if leave_out else None)
+            return self.generate_log_prob(at_targets, targets, items[mask], types, left_out)
         rows, positions = mask.nonzero(as_tuple=True)  # (N,), (N,)
         history = items[rows]  # (N, T)
+        seen = None
         if cfg.explore_novel:  # explore ranks only what the history (up to here) lacks
             seen = history.masked_fill(
                 torch.arange(history.shape[1], device=history.device) > positions[:, None], PAD)
-            log_explore = self.novel_log_prob(at_targets, targets, items[mask], types, seen,
-                                              targets if leave_out else None)
-        else:
-            log_explore = self.generate_log_prob(at_targets, targets, items[mask], types,
-                                                 targets if leave_out else None)
+        log_explore = self.generate_log_prob(at_targets, targets, items[mask], types, left_out,
+                                             seen)
         features = self.model.repeat_inputs(items, batch["types"], batch["ts"],
                                             last_only=False).at(rows, positions)  # (N, 1, T)
         vectors = self.model.item_vectors(items)[rows]  # (N, T, D): one lookup per batch
@@ -195,18 +201,6 @@ class SeqRecModule(pl.LightningModule):
             at_targets[:, None], features, vectors, types[:, None])[:, 0]  # (N, T)
         return mix(self.model.head.explore_logit(at_targets, types), log_explore,
                    repeat_log_prob_of(log_repeat, history, targets))
-
-    def novel_log_prob(self, queried: torch.Tensor, targets: torch.Tensor,
-                       last_items: torch.Tensor, next_types: torch.Tensor, seen: torch.Tensor,
-                       leave_out: torch.Tensor | None) -> torch.Tensor:
-        """log P_explore(target) over the items outside `seen` (N, T); a target in `seen`
-        gets a very low finite log-prob (the mixture's repeat part scores it: a -inf here
-        would give NaN gradients through logaddexp)."""
-        logits = self.model.item_logits(queried, last_items, next_types,
-                                        leave_out=leave_out).float()  # (N, V - 3)
-        logits = logits.masked_fill(seen_columns(seen, logits.shape[1]), float("-inf"))
-        log_p = torch.log_softmax(logits, 1).gather(1, (targets - N_RESERVED)[:, None])[:, 0]
-        return torch.where(torch.isfinite(log_p), log_p, torch.full_like(log_p, NO_MASS))
 
     def _mean_loss(self, losses: torch.Tensor, next_types: torch.Tensor,
                    weights: torch.Tensor | None = None) -> torch.Tensor:

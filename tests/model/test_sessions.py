@@ -169,5 +169,7 @@ def test_novel_explore_needs_the_repeat_head():
 
     with pytest.raises(ParamsError, match="explore_novel needs repeat_head"):
         parse_params({"model": {"explore_novel": True, "repeat_head": False}})
+    with pytest.raises(ParamsError, match="calibrate_gate needs model.repeat_head"):
+        parse_params({"model": {"repeat_head": False}, "finetune": {"calibrate_gate": True}})
     with pytest.raises(ParamsError, match="explore_steps"):
         parse_params({"pretrain": {"explore_steps": -1}})
